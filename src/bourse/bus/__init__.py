@@ -1,0 +1,1 @@
+"""NATS plumbing: the embedded server, connections, streams and consumer patterns."""

@@ -1,0 +1,1 @@
+"""Shared domain types: instruments, money, market data, subjects."""

@@ -1,0 +1,81 @@
+"""Subject names: the public contract. Build subjects here, never with string literals.
+
+Market data is published on `md.<venue>.<symbol>`; so `md.>` is everything, `md.nyse.>` one
+venue and `md.*.AAPL` one symbol on every venue.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bourse.errors import ConfigError
+
+MARKET_DATA_ROOT = "md"
+ORDERS_ROOT = "orders"
+POSITIONS_ROOT = "positions"
+RISK_ROOT = "risk"
+DEAD_LETTER_ROOT = "deadletter"
+
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
+_VENUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def normalize_symbol(symbol: str) -> str:
+    """Upper-case, and accept `BTC/USD` for `BTC-USD`; raise ConfigError when not a symbol."""
+    normalized = symbol.strip().upper().replace("/", "-")
+    if not _SYMBOL.match(normalized):
+        raise ConfigError(
+            "symbol", symbol, "letters, digits, '-' and '_' (up to 32), e.g. AAPL or BTC-USD"
+        )
+    return normalized
+
+
+def check_venue(venue: str) -> str:
+    if not _VENUE.match(venue):
+        raise ConfigError(
+            "venue", venue, "lower-case letters, digits, '-' and '_' (up to 32), e.g. nyse"
+        )
+    return venue
+
+
+def market_data(venue: str, symbol: str) -> str:
+    return f"{MARKET_DATA_ROOT}.{venue}.{symbol}"
+
+
+def market_data_filter(venue: str = "*", symbol: str = "*") -> str:
+    """A filter over market data; `*` matches any venue or symbol."""
+    return f"{MARKET_DATA_ROOT}.{venue}.{symbol}"
+
+
+ALL_MARKET_DATA = f"{MARKET_DATA_ROOT}.>"
+
+
+def parse_market_data(subject: str) -> tuple[str, str]:
+    """(venue, symbol) of an `md.<venue>.<symbol>` subject; ValueError otherwise."""
+    root, venue, symbol = subject.split(".", 2)
+    if root != MARKET_DATA_ROOT or "." in symbol:
+        raise ValueError(f"not a market-data subject: {subject}")
+    return venue, symbol
+
+
+def dead_letter(subject: str) -> str:
+    """Where a poison message from `subject` is parked (the DEAD_LETTERS stream keeps them)."""
+    return f"{DEAD_LETTER_ROOT}.{subject}"
+
+
+ALL_DEAD_LETTERS = f"{DEAD_LETTER_ROOT}.>"
+
+
+def check_filter(pattern: str) -> str:
+    """Validate a subject filter such as `md.>` or `md.*.AAPL`; raise ConfigError if malformed."""
+    tokens = pattern.split(".")
+    ok = bool(pattern) and all(tokens) and " " not in pattern
+    ok = ok and all(t == ">" or ">" not in t for t in tokens) and ">" not in tokens[:-1]
+    ok = ok and all(t == "*" or "*" not in t for t in tokens)
+    if not ok:
+        raise ConfigError(
+            "subject filter",
+            pattern,
+            "dot-separated tokens; '*' matches one token and '>' the rest, e.g. md.> or md.*.AAPL",
+        )
+    return pattern
