@@ -11,10 +11,21 @@ from pathlib import Path
 
 import msgspec
 
-from bourse.errors import ConfigError
+from bourse.errors import BourseError, ConfigError
 
 HOME_ENV = "BOURSE_HOME"
 NATS_URL_ENV = "BOURSE_NATS_URL"
+
+
+class NotRunningError(BourseError):
+    """No NATS URL was given and no running platform was found."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"no platform to connect to: start one with `bourse up` (or `make run`), pass "
+            f"--nats URL, or set ${NATS_URL_ENV} (no {path})"
+        )
 
 
 class Runtime(msgspec.Struct, kw_only=True):
@@ -74,10 +85,5 @@ def resolve_nats_url(explicit: str | None) -> str:
         return env
     runtime = read_runtime()
     if runtime is None:
-        raise ConfigError(
-            "NATS URL",
-            None,
-            f"--nats URL, ${NATS_URL_ENV}, or a platform started with `bourse up` "
-            f"(none found at {runtime_path()})",
-        )
+        raise NotRunningError(runtime_path())
     return runtime.nats_url

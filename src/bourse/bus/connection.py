@@ -38,13 +38,16 @@ async def connect(url: str | list[str], *, name: str, connect_timeout: int = 5) 
         log.warning("nats %s: %s", name, exc)
 
     async def on_disconnected() -> None:
-        log.warning("nats %s: disconnected", name)
+        if nc.is_closed or nc.is_draining:
+            log.debug("nats %s: disconnected on close", name)
+        else:
+            log.warning("nats %s: disconnected; reconnecting", name)
 
     async def on_reconnected() -> None:
         log.info("nats %s: reconnected to %s", name, nc.connected_url)
 
     async def on_closed() -> None:
-        log.info("nats %s: connection closed", name)
+        log.debug("nats %s: connection closed", name)
 
     def next_server(servers: list[Server], _info: dict[str, Any]) -> tuple[Server, float]:
         # Fail over to the least-tried server, backing off as its failures mount.

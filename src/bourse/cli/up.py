@@ -1,7 +1,69 @@
+"""`bourse up`: the whole platform in one process."""
+
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from bourse.cli.common import NatsOption, run_until_signalled
+from bourse.errors import ConfigError
+from bourse.platform import Platform, PlatformConfig
+from bourse.runtime import home as default_home
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("up")(up)
+
+
+def up(
+    nats: NatsOption = None,
+    port: Annotated[int, typer.Option(help="Embedded NATS client port (0 = a free one).")] = 0,
+    home: Annotated[
+        Path | None, typer.Option(help="Data directory (default $BOURSE_HOME or ./.bourse).")
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(help="Simulated market-data messages per second (0 = no feed).")
+    ] = 500.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
+    replicas: Annotated[
+        int | None, typer.Option(help="Stream replicas (default 1, or 3 on a cluster).")
+    ] = None,
+) -> None:
+    """Start the platform: embedded NATS (unless --nats), streams, feed and services.
+
+    Runs until Ctrl-C or SIGTERM, then stops everything cleanly and exits 0.
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError("--port", port, "0 (a free port) or 1-65535")
+    if not rate >= 0 or rate == float("inf"):
+        raise ConfigError("--rate", rate, "messages per second, a finite number >= 0")
+    if replicas is not None and replicas not in (1, 3, 5):
+        raise ConfigError("--replicas", replicas, "1, 3 or 5")
+    config = PlatformConfig(
+        home=(home or default_home()).absolute(),
+        nats_url=nats,
+        nats_port=port,
+        replicas=replicas,
+        feed_rate=rate,
+        seed=seed,
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        platform = Platform(config)
+        try:
+            await platform.start()
+            typer.echo(
+                f"Bourse is up.\n  NATS     {platform.nats_url}\n"
+                f"  runtime  {config.home / 'runtime.json'}\n"
+                "  try      bourse ticker 'md.*.AAPL'   |   bourse streams\n"
+                "Ctrl-C stops it."
+            )
+            await platform.wait(stop)
+        finally:
+            await platform.stop()
+        typer.echo("Bourse stopped cleanly.")
+
+    run_until_signalled(main)

@@ -1,0 +1,72 @@
+"""Pieces every command shares: option types, the NATS URL, running until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from bourse.errors import ConfigError
+from bourse.model.subjects import normalize_symbol
+from bourse.runtime import resolve_nats_url
+
+T = TypeVar("T")
+
+NatsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nats",
+        help="NATS URL(s), comma-separated. Default: $BOURSE_NATS_URL, else the running platform.",
+        show_default=False,
+    ),
+]
+SymbolsOption = Annotated[
+    str | None,
+    typer.Option("--symbols", help="Comma-separated symbols, e.g. AAPL,BTC-USD (default: all)."),
+]
+
+
+def nats_url(explicit: str | None) -> str:
+    return resolve_nats_url(explicit)
+
+
+def parse_symbols(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    symbols = [normalize_symbol(s) for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise ConfigError("--symbols", text, "a comma-separated list such as AAPL,BTC-USD")
+    return symbols
+
+
+def run_until_signalled(
+    main: Callable[[asyncio.Event], Coroutine[Any, Any, T]],
+) -> T:
+    """Run `main(stop)` where `stop` is set on SIGINT or SIGTERM; return its result.
+
+    The first signal asks for a graceful stop (intake ends, in-flight work is finished and
+    acknowledged); a second one interrupts at once.
+    """
+
+    async def runner() -> T:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+
+        def on_signal() -> None:
+            if stop.is_set() and task is not None:
+                task.cancel()
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await main(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(runner())
