@@ -140,14 +140,17 @@ class FeedRunner:
                         break
                     except TimeoutError:
                         pass
-                for message in batch.messages:
+                messages = batch.messages
+                if self._limit is not None:
+                    messages = messages[: self._limit - self.stats.messages]
+                for message in messages:
                     sent += 1
                     await publish(
                         topic(message.venue, message.symbol),
                         encode(message),
                         msg_id=f"{run_id}.{sent}",
                     )
-                self.stats.messages += len(batch.messages)
+                self.stats.messages += len(messages)
                 self.stats.batches += 1
                 if self._limit is not None and self.stats.messages >= self._limit:
                     break

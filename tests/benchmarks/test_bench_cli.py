@@ -1,0 +1,38 @@
+"""The benchmark runs end to end and reports honest figures (no timing thresholds here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BOURSE = str(Path(sys.executable).parent / "bourse")
+
+
+def test_feed_benchmark_prints_one_json_object_and_loses_nothing() -> None:
+    result = subprocess.run(
+        [BOURSE, "bench", "feed", "--json", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["name"] == "feed"
+    assert figures["target"] == 3.0
+    assert figures["lost"] == 0
+    assert figures["ticks_consumed"] == figures["ticks_published"] == figures["ticks_stored"]
+    recomputed = figures["ours_ticks_per_s"] / figures["peer_ticks_per_s"]
+    assert abs(figures["ratio"] - recomputed) <= 0.01 * recomputed
+    assert figures["met"] == (figures["ratio"] >= 3.0)
+    assert figures["publish_ack_latency_ms"]["p99"] >= figures["publish_ack_latency_ms"]["p50"]
+
+
+def test_unknown_benchmark_names_the_known_ones() -> None:
+    result = subprocess.run(
+        [BOURSE, "bench", "nope"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "feed" in result.stderr
