@@ -1,0 +1,1 @@
+"""The matching engine: one order book per symbol, price-time priority (pure core + shell)."""
