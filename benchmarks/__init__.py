@@ -16,6 +16,6 @@ Benchmark = Callable[[bool], Awaitable[Result]]
 
 def registry() -> dict[str, Benchmark]:
     """Name -> benchmark coroutine taking `quick` (a short run for smoke tests)."""
-    from benchmarks import feed
+    from benchmarks import engine, feed
 
-    return {"feed": feed.run}
+    return {"feed": feed.run, "engine": engine.run}

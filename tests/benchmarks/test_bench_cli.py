@@ -36,3 +36,20 @@ def test_unknown_benchmark_names_the_known_ones() -> None:
     )
     assert result.returncode == 2
     assert "feed" in result.stderr
+
+
+def test_engine_benchmark_compares_like_with_like() -> None:
+    result = subprocess.run(
+        [BOURSE, "bench", "engine", "--json", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["same_events"] is True
+    assert figures["warmup_resting_orders"] == 1000
+    assert 600 <= figures["warmup_price_levels"] <= 900
+    assert figures["met"] == (figures["ratio"] >= 5.0)
+    assert figures["latency_us"]["p99"] >= figures["latency_us"]["p50"] > 0
