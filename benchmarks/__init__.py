@@ -7,11 +7,11 @@ and `met` (true only when every target of that benchmark holds).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 Result = dict[str, Any]
-Benchmark = Callable[[bool], Awaitable[Result]]
+Benchmark = Callable[[bool], Coroutine[Any, Any, Result]]
 
 
 def registry() -> dict[str, Benchmark]:

@@ -65,6 +65,15 @@ def dead_letter(subject: str) -> str:
 
 ALL_DEAD_LETTERS = f"{DEAD_LETTER_ROOT}.>"
 
+# Push consumers deliver on a fixed, private subject so every instance of a queue group can
+# create (or find) the same durable consumer without conflicting.
+DELIVER_ROOT = "_bourse.deliver"
+
+
+def deliver_subject(stream: str, durable: str) -> str:
+    """The delivery subject of push consumer `durable`: `_bourse.deliver.<stream>.<durable>`."""
+    return f"{DELIVER_ROOT}.{stream}.{durable}"
+
 
 def check_filter(pattern: str) -> str:
     """Validate a subject filter such as `md.>` or `md.*.AAPL`; raise ConfigError if malformed."""

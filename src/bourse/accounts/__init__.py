@@ -1,0 +1,1 @@
+"""Accounts: pre-trade checks, reservations and the ledger (cash, positions, P&L)."""
