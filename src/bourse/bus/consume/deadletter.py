@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from enum import StrEnum
 
 from nats.aio.msg import Msg
@@ -49,25 +50,50 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:_MAX_ERROR_CHARS]
 
 
-def dead_letter_headers(msg: Msg, reason: DeadLetterReason, error: BaseException) -> dict[str, str]:
-    """The headers of the dead letter for JetStream message `msg`."""
-    meta = msg.metadata
+def build_dead_letter_headers(
+    *,
+    subject: str,
+    stream: str,
+    sequence: int,
+    consumer: str,
+    deliveries: int,
+    reason: DeadLetterReason,
+    error: BaseException,
+    original: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Headers of a dead letter: the original's own headers (less `Nats-*`) plus provenance."""
     headers = {
-        name: value for name, value in (msg.headers or {}).items() if not name.startswith("Nats-")
+        name: value for name, value in (original or {}).items() if not name.startswith("Nats-")
     }
     headers.update(
         {
-            DeadLetterHeader.SUBJECT: msg.subject,
-            DeadLetterHeader.STREAM: meta.stream,
-            DeadLetterHeader.SEQUENCE: str(meta.sequence.stream),
-            DeadLetterHeader.CONSUMER: meta.consumer,
-            DeadLetterHeader.DELIVERIES: str(meta.num_delivered),
+            DeadLetterHeader.SUBJECT: subject,
+            DeadLetterHeader.STREAM: stream,
+            DeadLetterHeader.SEQUENCE: str(sequence),
+            DeadLetterHeader.CONSUMER: consumer,
+            DeadLetterHeader.DELIVERIES: str(deliveries),
             DeadLetterHeader.REASON: reason,
             DeadLetterHeader.ERROR: _one_line(f"{type(error).__name__}: {error}"),
-            "Nats-Msg-Id": f"{meta.stream}.{meta.consumer}.{meta.sequence.stream}",
+            # One dead letter per stream message, however often it is parked.
+            "Nats-Msg-Id": f"{stream}.{consumer}.{sequence}",
         }
     )
     return headers
+
+
+def dead_letter_headers(msg: Msg, reason: DeadLetterReason, error: BaseException) -> dict[str, str]:
+    """The headers of the dead letter for JetStream message `msg`."""
+    meta = msg.metadata
+    return build_dead_letter_headers(
+        subject=msg.subject,
+        stream=meta.stream,
+        sequence=meta.sequence.stream,
+        consumer=meta.consumer,
+        deliveries=meta.num_delivered,
+        reason=reason,
+        error=error,
+        original=msg.headers,
+    )
 
 
 async def publish_dead_letter(
