@@ -46,12 +46,14 @@ class _Running:
     low: Decimal
 
 
-def _print_of(message: MarketData) -> tuple[Decimal, Decimal]:
+def _print_of(message: MarketData) -> tuple[Decimal, Decimal] | None:
     match message:
         case Trade(price=price, size=size):
             return price, size
         case Quote(last=price, last_size=size):
             return price, size
+        case _:
+            return None  # depth snapshots carry no print
 
 
 class BatchStats:
@@ -69,7 +71,10 @@ class BatchStats:
         )
 
     def add(self, message: MarketData) -> None:
-        price, size = _print_of(message)
+        printed = _print_of(message)
+        if printed is None:
+            return
+        price, size = printed
         notional = self._exact.multiply(price, size)
         running = self._symbols.get(message.symbol)
         if running is None:

@@ -16,7 +16,7 @@ from bourse.bus.connection import connected
 from bourse.cli.common import NatsOption, nats_url, run_until_signalled
 from bourse.errors import ConfigError
 from bourse.model import marketdata, subjects
-from bourse.model.marketdata import MarketData, Quote
+from bourse.model.marketdata import MarketData, Quote, Trade
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,13 @@ def format_line(message: MarketData) -> str:
             f"{head} quote {message.bid:>12} x {message.ask:<12} "
             f"({message.bid_size} x {message.ask_size})  last {message.last}"
         )
-    return f"{head} trade {message.price:>12} size {message.size} {message.side}"
+    if isinstance(message, Trade):
+        return f"{head} trade {message.price:>12} size {message.size} {message.side}"
+    best_bid = f"{message.bids[0][0]} ({message.bids[0][1]})" if message.bids else "-"
+    best_ask = f"{message.asks[0][0]} ({message.asks[0][1]})" if message.asks else "-"
+    return (
+        f"{head} depth {len(message.bids)}x{len(message.asks)} levels, best {best_bid} / {best_ask}"
+    )
 
 
 def ticker(

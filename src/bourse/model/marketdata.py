@@ -56,6 +56,21 @@ class Trade(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="tr
             raise ValueError("seq must be >= 1 and ts >= 0")
 
 
+class Depth(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="depth"):
+    """The best price levels of a venue's book, best first, as (price, size) pairs.
+
+    Bourse's own venue publishes one after every change to a book; `seq` (per venue, no gaps)
+    lets a client see that it missed one and ask for a fresh snapshot.
+    """
+
+    symbol: str
+    venue: str
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+    ts: int
+    seq: int
+
+
 def _check_prices(*prices: Decimal) -> None:
     for price in prices:
         if not price.is_finite() or price <= 0:
@@ -68,7 +83,7 @@ def _check_sizes(*sizes: Decimal) -> None:
             raise ValueError(f"sizes must be finite and not negative, got {size}")
 
 
-MarketData = Quote | Trade
+MarketData = Quote | Trade | Depth
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[MarketData] = msgspec.json.Decoder(MarketData)

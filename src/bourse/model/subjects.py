@@ -58,6 +58,28 @@ def parse_market_data(subject: str) -> tuple[str, str]:
     return venue, symbol
 
 
+ORDERS_NEW = f"{ORDERS_ROOT}.new"
+ORDERS_CANCEL = f"{ORDERS_ROOT}.cancel"
+ORDERS_REPLACE = f"{ORDERS_ROOT}.replace"
+ORDERS_ADMIN = f"{ORDERS_ROOT}.admin"
+ORDERS_VALIDATED = f"{ORDERS_ROOT}.validated"
+ORDERS_REJECTED = f"{ORDERS_ROOT}.rejected"
+ALL_ORDERS = f"{ORDERS_ROOT}.>"
+
+
+def order_outcome(kind: str, order_id: str) -> str:
+    """`orders.<kind>.<order_id>` for kind accepted, executed, cancelled or replaced."""
+    return f"{ORDERS_ROOT}.{kind}.{order_id}"
+
+
+def positions(account_id: str, symbol: str) -> str:
+    return f"{POSITIONS_ROOT}.{account_id}.{symbol}"
+
+
+def risk_alert(severity: str) -> str:
+    return f"{RISK_ROOT}.alerts.{severity}"
+
+
 def dead_letter(subject: str) -> str:
     """Where a poison message from `subject` is parked (the DEAD_LETTERS stream keeps them)."""
     return f"{DEAD_LETTER_ROOT}.{subject}"
