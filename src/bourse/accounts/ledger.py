@@ -68,12 +68,15 @@ class Ledger:
     realized_pnl: Decimal = ZERO
     positions: dict[str, Position] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    # Extra cash held for a replace in flight (the larger of old and new until it resolves).
+    holds: dict[str, Decimal] = field(default_factory=dict)
 
     # ---- queries ----
 
     @property
     def reserved_cash(self) -> Decimal:
-        return sum((r.cash for r in self.reservations.values()), ZERO)
+        reserved = sum((r.cash for r in self.reservations.values()), ZERO)
+        return reserved + sum(self.holds.values(), ZERO)
 
     @property
     def buying_power(self) -> Decimal:

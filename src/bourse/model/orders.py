@@ -68,6 +68,9 @@ class OrderSubmitted(_Event, frozen=True, kw_only=True, tag="order_submitted"):
     qty: Decimal
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    # The gateway's reference price for the symbol when the order arrived, journaled so the
+    # collar and buying-power checks are a pure function of the stream.
+    reference_price: Decimal | None = None
 
 
 class CancelRequested(_Event, frozen=True, kw_only=True, tag="cancel_requested"):
@@ -84,6 +87,7 @@ class ReplaceRequested(_Event, frozen=True, kw_only=True, tag="replace_requested
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     time_in_force: TimeInForce | None = None
+    reference_price: Decimal | None = None
 
 
 # ---- administration (journaled so the ledger is a pure fold) ----
