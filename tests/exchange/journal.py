@@ -41,7 +41,7 @@ class Exchange:
             assert not isinstance(message, (positions.PositionChanged,))
             outputs: list[tuple[str, Message]] = []
             outputs.extend(self.accounts.apply(message))  # type: ignore[arg-type]
-            if subject == "orders.validated":
+            if subject.startswith("orders.validated."):
                 assert isinstance(
                     message,
                     orders.OrderValidated | orders.CancelValidated | orders.ReplaceValidated,

@@ -1,10 +1,10 @@
 """The accounts service core: pre-trade checks, reservations and the ledger, as one fold.
 
 It reads the ORDERS journal in stream order (requests from the gateway, administration, and
-the engine's outcomes) and returns what to publish: `orders.validated` or `orders.rejected`
-for each request, `positions.<account>.<symbol>` after each fill. Everything it decides is
-a function of the journal alone (the gateway journals the reference price with each order),
-so a replay gives the same decisions, byte for byte.
+the engine's outcomes) and returns what to publish: `orders.validated.<id>` or
+`orders.rejected.<id>` for each request, `positions.<account>.<symbol>` after each fill.
+Everything it decides is a function of the journal alone (the gateway journals the
+reference price with each order), so a replay gives the same decisions, byte for byte.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class AccountsCore:
             order.reference_price,
         )
         return (
-            subjects.ORDERS_VALIDATED,
+            subjects.order_outcome("validated", order.order_id),
             orders.OrderValidated(ts=order.ts, order=order, protection_price=protection),
         )
 
@@ -176,7 +176,7 @@ class AccountsCore:
                 "no open order with this id",
             )
         return (
-            subjects.ORDERS_VALIDATED,
+            subjects.order_outcome("validated", order.order_id),
             orders.CancelValidated(
                 ts=request.ts,
                 order_id=order.order_id,
@@ -243,7 +243,7 @@ class AccountsCore:
             )
         ledger.holds[order.order_id] = extra
         return (
-            subjects.ORDERS_VALIDATED,
+            subjects.order_outcome("validated", order.order_id),
             orders.ReplaceValidated(
                 ts=request.ts,
                 request=request,
@@ -462,7 +462,7 @@ def _to_tick(value: Decimal, tick: Decimal, rounding: str) -> Decimal:
 
 def _rejection(order: orders.OrderSubmitted, refused: _Refused) -> Output:
     return (
-        subjects.ORDERS_REJECTED,
+        subjects.order_outcome("rejected", order.order_id),
         orders.OrderRejected(
             ts=order.ts,
             order_id=order.order_id,
@@ -485,7 +485,7 @@ def _refusal(
     message: str,
 ) -> Output:
     return (
-        subjects.ORDERS_REJECTED,
+        subjects.order_outcome("rejected", order_id),
         orders.OrderRejected(
             ts=ts,
             order_id=order_id,

@@ -1,6 +1,6 @@
 """The matching engine's service core: validated requests in, events and market data out.
 
-Pure and deterministic: it folds `orders.validated` messages (in stream order) into one
+Pure and deterministic: it folds `orders.validated.>` messages (in stream order) into one
 OrderBook per symbol and returns what to publish, each output stamped with the input's
 timestamp, so replaying the journal gives byte-identical outputs. Decimal prices and
 quantities become integer ticks and lots here, and back again on the way out.
@@ -229,7 +229,7 @@ class MatchingEngine:
                 case Rejected(order_id=oid, reason=reason, detail=detail):
                     out.append(
                         (
-                            subjects.ORDERS_REJECTED,
+                            subjects.order_outcome("rejected", oid),
                             orders.OrderRejected(
                                 ts=ts,
                                 order_id=oid,
@@ -341,7 +341,7 @@ class MatchingEngine:
 
 def _rejected(ts: int, order_id: str, account_id: str, symbol: str) -> Output:
     return (
-        subjects.ORDERS_REJECTED,
+        subjects.order_outcome("rejected", order_id),
         orders.OrderRejected(
             ts=ts,
             order_id=order_id,

@@ -8,12 +8,16 @@ Subjects (built in `model.subjects`):
 | `orders.cancel` | CancelRequested | gateway -> accounts |
 | `orders.replace` | ReplaceRequested | gateway -> accounts |
 | `orders.admin` | AccountOpened, CashDeposited, TradingHalted, TradingResumed | admin -> accounts |
-| `orders.validated` | OrderValidated, CancelValidated, ReplaceValidated | accounts -> engine |
-| `orders.rejected` | OrderRejected | accounts or engine -> everyone |
+| `orders.validated.<order_id>` | Order-, Cancel-, ReplaceValidated | accounts -> engine |
+| `orders.rejected.<order_id>` | OrderRejected | accounts or engine -> everyone |
 | `orders.accepted.<order_id>` | OrderAccepted | engine |
 | `orders.executed.<order_id>` | Execution (one per order per match) | engine |
 | `orders.cancelled.<order_id>` | OrderCancelled | engine |
 | `orders.replaced.<order_id>` | OrderReplaced | engine |
+
+Every message about an order carries its id in the subject, so a client can wait for the
+fate of one order (`orders.*.<order_id>`) and the engine reads `orders.validated.>`. For
+cancel and replace requests the id is that of the order they act on.
 
 Money and quantities are decimal strings; times are integer nanoseconds since the epoch.
 """

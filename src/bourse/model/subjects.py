@@ -62,13 +62,13 @@ ORDERS_NEW = f"{ORDERS_ROOT}.new"
 ORDERS_CANCEL = f"{ORDERS_ROOT}.cancel"
 ORDERS_REPLACE = f"{ORDERS_ROOT}.replace"
 ORDERS_ADMIN = f"{ORDERS_ROOT}.admin"
-ORDERS_VALIDATED = f"{ORDERS_ROOT}.validated"
-ORDERS_REJECTED = f"{ORDERS_ROOT}.rejected"
+ALL_VALIDATED = f"{ORDERS_ROOT}.validated.>"
 ALL_ORDERS = f"{ORDERS_ROOT}.>"
 
 
 def order_outcome(kind: str, order_id: str) -> str:
-    """`orders.<kind>.<order_id>` for kind accepted, executed, cancelled or replaced."""
+    """`orders.<kind>.<order_id>`: kind validated, rejected (accounts' decisions on a request
+    about that order), accepted, executed, cancelled or replaced (the engine's outcomes)."""
     return f"{ORDERS_ROOT}.{kind}.{order_id}"
 
 
