@@ -20,11 +20,16 @@ from nats.aio.client import Client as NATS
 from bourse.bus.connection import connect
 from bourse.bus.server import NatsServer
 from bourse.bus.streams import provision_streams
-from bourse.errors import ConfigError
 from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.model.instruments import DEFAULT_UNIVERSE
-from bourse.runtime import Runtime, read_runtime, remove_runtime, write_runtime
+from bourse.runtime import (
+    Runtime,
+    read_live_runtime,
+    refuse_if_running,
+    remove_runtime,
+    write_runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,13 @@ class Platform:
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
     async def start(self) -> None:
-        self._refuse_second_instance()
-        if self.config.nats_url is None:
+        refuse_if_running(self.config.home)
+        nats_url = self.config.nats_url
+        local_cluster = read_live_runtime(self.config.home, "cluster")
+        if nats_url is None and local_cluster is not None:
+            log.info("joining the local cluster started by `bourse cluster up`")
+            nats_url = local_cluster.nats_url
+        if nats_url is None:
             self.server = NatsServer(
                 store_dir=self.config.home / "nats",
                 port=self.config.nats_port,
@@ -64,7 +74,7 @@ class Platform:
             await self.server.start()
             self.nats_url = self.server.url
         else:
-            self.nats_url = self.config.nats_url
+            self.nats_url = nats_url
         self.nc = await connect(self.nats_url, name="bourse-up")
         replicas = self.config.replicas or (3 if clustered(self.nc) else 1)
         await provision_streams(self.nc.jetstream(), replicas=replicas)
@@ -83,23 +93,6 @@ class Platform:
                 cluster=clustered(self.nc),
             ),
             self.config.home,
-        )
-
-    def _refuse_second_instance(self) -> None:
-        existing = read_runtime(self.config.home)
-        if existing is None:
-            return
-        try:
-            os.kill(existing.pid, 0)
-        except ProcessLookupError:
-            return  # a stale file from a platform that died; it is replaced
-        except PermissionError:
-            pass
-        raise ConfigError(
-            "platform home",
-            str(self.config.home),
-            f"a directory no other platform uses: pid {existing.pid} already serves "
-            f"{existing.nats_url} from it (stop it, or set BOURSE_HOME)",
         )
 
     async def wait(self, stop: asyncio.Event) -> None:

@@ -3,53 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-BOURSE = str(Path(sys.executable).parent / "bourse")
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def bourse(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [BOURSE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+from tests.cli.helpers import BOURSE, bourse, children_of, isolated_env, wait_for
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    values = {k: v for k, v in os.environ.items() if not k.startswith("BOURSE_")}
-    values["BOURSE_HOME"] = str(tmp_path / "home")
-    return values
+    return isolated_env(tmp_path / "home")
 
 
 @pytest.fixture
@@ -129,6 +95,7 @@ def test_replaying_sample_data_into_a_running_platform(
         (["ticker", "md..x"], "subject filter"),
         (["ticker"], "bourse up"),
         (["up", "--port", "70000"], "--port"),
+        (["feed", "sim", "--nats", "nats://127.0.0.1:1"], "cannot connect to NATS"),
     ],
 )
 def test_bad_arguments_get_one_line_that_says_what_is_accepted(
@@ -146,6 +113,8 @@ def test_schema_describes_every_market_data_message(env: dict[str, str]) -> None
     assert result.returncode == 0
     document = json.loads(result.stdout)
     market_data = document["md.<venue>.<symbol>"]
-    assert set(market_data["discriminator"]["mapping"]) == {"quote", "trade"}
+    assert set(market_data["discriminator"]["mapping"]) == {"quote", "trade", "depth"}
+    assert "Execution" in document["orders.>"]["$defs"]
+    assert "PositionChanged" in document["positions.<account>.<symbol>"]["$defs"]
     quote = market_data["$defs"]["Quote"]
     assert quote["properties"]["bid"] == {"type": "string", "format": "decimal"}

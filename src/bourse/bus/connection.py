@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # The client's outgoing buffer: a publisher that outruns the socket blocks (flushes) instead
 # of growing memory; 8 MiB absorbs bursts of a few thousand ticks.
 PENDING_BYTES = 8 * 1024 * 1024
+INITIAL_ATTEMPTS = 3
 
 
 def _backoff(attempt: int) -> float:
@@ -35,7 +36,9 @@ async def connect(url: str | list[str], *, name: str, connect_timeout: int = 5) 
     servers = url if isinstance(url, list) else [u.strip() for u in url.split(",") if u.strip()]
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats %s: %s", name, exc)
+        # Failures of the first connect are reported once, by the BrokerError below.
+        if nc.is_connected or nc.is_reconnecting:
+            log.warning("nats %s: %s", name, exc)
 
     async def on_disconnected() -> None:
         if nc.is_closed or nc.is_draining:
@@ -63,7 +66,9 @@ async def connect(url: str | list[str], *, name: str, connect_timeout: int = 5) 
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
             closed_cb=on_closed,
-            max_reconnect_attempts=-1,
+            # A bounded first connect, so a wrong URL fails fast with a clear error; once
+            # connected, reconnects are unlimited (set below).
+            max_reconnect_attempts=INITIAL_ATTEMPTS,
             reconnect_time_wait=1,
             connect_timeout=connect_timeout,
             pending_size=PENDING_BYTES,
@@ -72,6 +77,7 @@ async def connect(url: str | list[str], *, name: str, connect_timeout: int = 5) 
         )
     except Exception as exc:  # nats raises several unrelated types on a failed connect
         raise BrokerError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from exc
+    nc.options["max_reconnect_attempts"] = -1
     return nc
 
 

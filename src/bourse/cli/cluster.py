@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import nats.errors
 import typer
+from nats.errors import Error as NatsError
 
 from bourse.bus.cluster import LocalCluster
 from bourse.bus.connection import connected
 from bourse.bus.streams import provision_streams
-from bourse.cli.common import run_until_signalled
+from bourse.cli.common import run_until_signalled, unless_stopped
 from bourse.errors import BrokerError, ConfigError
-from bourse.runtime import Runtime, home, read_runtime, remove_runtime, runtime_path, write_runtime
+from bourse.runtime import (
+    Runtime,
+    home,
+    refuse_if_running,
+    remove_runtime,
+    runtime_path,
+    write_runtime,
+)
 
 # JetStream keeps at most five replicas of a stream.
 MAX_REPLICAS = 5
@@ -46,25 +51,6 @@ def check_cluster_size(nodes: int, replicas: int | None) -> int:
     return replicas
 
 
-def refuse_second_platform(base: Path) -> None:
-    """Raise if a live process already serves a platform from `base` (its runtime file)."""
-    existing = read_runtime(base)
-    if existing is None:
-        return
-    try:
-        os.kill(existing.pid, 0)
-    except ProcessLookupError:
-        return  # a stale file from a process that died; it is replaced
-    except PermissionError:
-        pass
-    raise ConfigError(
-        "platform home",
-        str(base),
-        f"a directory no other platform uses: pid {existing.pid} already serves "
-        f"{existing.nats_url} from it (stop it, or set BOURSE_HOME)",
-    )
-
-
 def up(
     nodes: Annotated[int, typer.Option(help="Number of nats-server nodes (3 or 5 typical).")] = 3,
     directory: Annotated[
@@ -86,7 +72,7 @@ def up(
     stream_replicas = check_cluster_size(nodes, replicas)
     platform_home = home()
     base = (directory or platform_home / "cluster").absolute()
-    refuse_second_platform(platform_home)
+    refuse_if_running(platform_home, "cluster")
 
     async def main(stop: asyncio.Event) -> None:
         async with LocalCluster(base, nodes=nodes) as cluster:
@@ -102,12 +88,13 @@ def up(
                     cluster=nodes > 1,
                 ),
                 platform_home,
+                "cluster",
             )
             try:
                 typer.echo(describe(cluster, stream_replicas, platform_home))
                 await stop.wait()
             finally:
-                remove_runtime(platform_home, pid=os.getpid())
+                remove_runtime(platform_home, pid=os.getpid(), kind="cluster")
         typer.echo("Bourse cluster stopped cleanly.")
 
     run_until_signalled(main)
@@ -119,23 +106,8 @@ async def prepare(cluster: LocalCluster, replicas: int) -> None:
     async with connected(cluster.url, name="bourse-cluster") as nc:
         try:
             await provision_streams(nc.jetstream(), replicas=replicas)
-        except nats.errors.Error as exc:
+        except NatsError as exc:
             raise BrokerError(f"provisioning the streams failed: {exc!r}") from exc
-
-
-async def unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
-    """Run `work` unless `stop` is set first (then cancel it); True if it completed."""
-    task = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if task.done():
-        task.result()  # its error, if any
-        return True
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return False
 
 
 def describe(cluster: LocalCluster, replicas: int, platform_home: Path) -> str:
@@ -147,7 +119,7 @@ def describe(cluster: LocalCluster, replicas: int, platform_home: Path) -> str:
     lines += [
         f"  NATS     {cluster.url}",
         f"  data     {cluster.base_dir}",
-        f"  runtime  {runtime_path(platform_home)}",
+        f"  runtime  {runtime_path(platform_home, 'cluster')}",
         "  try      bourse streams --watch",
         "Ctrl-C stops it.",
     ]

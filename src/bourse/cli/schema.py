@@ -10,12 +10,16 @@ import typer
 
 from bourse.model.instruments import Instrument
 from bourse.model.marketdata import MarketData
+from bourse.model.orders import OrdersEvent
+from bourse.model.positions import PositionChanged
 
 
 def schemas() -> dict[str, Any]:
     """One JSON Schema document per public payload, keyed by subject pattern."""
     return {
         "md.<venue>.<symbol>": msgspec.json.schema(MarketData),
+        "orders.>": msgspec.json.schema(OrdersEvent),
+        "positions.<account>.<symbol>": msgspec.json.schema(PositionChanged),
         "instrument": msgspec.json.schema(Instrument),
     }
 

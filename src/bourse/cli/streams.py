@@ -10,6 +10,7 @@ from typing import Annotated
 
 import msgspec
 import typer
+from nats.errors import Error as NatsError
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
@@ -17,8 +18,7 @@ from rich.table import Table
 
 from bourse.bus.connection import NATS, connect
 from bourse.bus.monitor import StreamsReport, measure, take_snapshot
-from bourse.cli.cluster import unless_stopped
-from bourse.cli.common import NatsOption, nats_url, run_until_signalled
+from bourse.cli.common import NatsOption, nats_url, run_until_signalled, unless_stopped
 from bourse.errors import BrokerError, ConfigError
 
 # The client retries an unreachable server forever; a one-off view gives up after this.
@@ -158,6 +158,8 @@ def streams(
                     if not watch:
                         return
                     before = after
+        except NatsError as exc:  # JetStream disabled, or not answering
+            raise BrokerError(f"JetStream at {url} did not answer: {exc!r}") from exc
         finally:
             await nc.close()
 
