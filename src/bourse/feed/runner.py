@@ -102,7 +102,7 @@ class FeedRunner:
         nc: NATS,
         batches: Iterator[Batch],
         *,
-        max_in_flight: int = 8192,
+        max_in_flight: int = 512,
         run_id: str | None = None,
         limit: int | None = None,
     ) -> None:
