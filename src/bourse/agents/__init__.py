@@ -1,0 +1,1 @@
+"""Agents: market makers and strategies that trade through the public order API."""
