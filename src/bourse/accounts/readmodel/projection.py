@@ -1,0 +1,350 @@
+"""The projection's shell: applies stream messages to the database, each exactly once.
+
+A batch of messages from one stream is applied in one write transaction, together with the
+stream's new high-water mark (`readmodel_offsets`): a message at or below the mark was
+applied before and is skipped, so redelivery after a crash or a reconnect is harmless. That
+needs messages in stream order, which the read model needs anyway (an execution cannot come
+before its order); a batch out of order is refused before anything is written.
+
+Batches are applied one at a time, whichever stream they come from (the consumers of ORDERS
+and POSITIONS may run side by side): on PostgreSQL under an advisory lock, on SQLite by its
+single writer.
+
+Within a batch the rows the projector reads are cached and its changes collected, then
+written with one statement per table, so a batch costs a few round trips, not a few per
+message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Table, delete, select, text, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bourse.accounts.readmodel import schema
+from bourse.accounts.readmodel.database import Database
+from bourse.accounts.readmodel.projector import (
+    Change,
+    PositionClosed,
+    Projector,
+    ReadModelEvent,
+    ReplacesSettled,
+)
+from bourse.accounts.readmodel.rows import Account, Fill, Order, PendingReplace, Position
+from bourse.errors import BourseError
+from bourse.model import orders, positions
+from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
+
+# Any 64-bit constant (distinct from the migrations' lock).
+_PG_LOCK_KEY = 0x6272_7370_726F_6A01
+
+
+class OutOfOrder(BourseError):
+    """A batch's sequences must increase: the projection applies a stream in order."""
+
+    def __init__(self, stream: str, previous: int, sequence: int) -> None:
+        self.stream = stream
+        self.previous = previous
+        self.sequence = sequence
+        super().__init__(
+            f"{stream}: sequence {sequence} came after {previous}; the read model applies a "
+            "stream in order (consume it with one ordered consumer, retrying in place)"
+        )
+
+
+class ReadModelProjection:
+    """Projects the ORDERS and POSITIONS streams into the read model."""
+
+    def __init__(self, db: Database, instruments: Iterable[Instrument] = DEFAULT_UNIVERSE) -> None:
+        self._db = db
+        self._projector = Projector({i.symbol: str(i.asset_class) for i in instruments})
+
+    def apply(self, stream: str, messages: Iterable[tuple[int, ReadModelEvent]]) -> int:
+        """Apply `(stream sequence, message)` pairs in one transaction; return how many were
+        new (the others were at or below the stream's high-water mark)."""
+        with self._db.write() as conn:
+            return self.apply_in(conn, stream, messages)
+
+    def apply_in(
+        self, conn: Connection, stream: str, messages: Iterable[tuple[int, ReadModelEvent]]
+    ) -> int:
+        """`apply` inside the caller's write transaction."""
+        applied_before = _lock_offset(conn, stream)
+        fresh: list[tuple[int, ReadModelEvent]] = []
+        last = applied_before
+        for sequence, message in messages:
+            if sequence <= applied_before:
+                continue  # applied before: a redelivery
+            if sequence <= last:
+                raise OutOfOrder(stream, last, sequence)
+            fresh.append((sequence, message))
+            last = sequence
+        if not fresh:
+            return 0
+        batch = _Batch(conn)
+        batch.preload(message for _, message in fresh)
+        for sequence, message in fresh:
+            for change in self._projector.changes(message, sequence, batch):
+                batch.record(change)
+        batch.flush()
+        conn.execute(
+            schema.offsets.update().where(schema.offsets.c.stream == stream).values(last_seq=last)
+        )
+        return len(fresh)
+
+    def last_sequence(self, stream: str) -> int:
+        """The stream's high-water mark: the last sequence applied (0 before any)."""
+        with self._db.read() as conn:
+            found = conn.execute(
+                select(schema.offsets.c.last_seq).where(schema.offsets.c.stream == stream)
+            ).scalar_one_or_none()
+        return int(found or 0)
+
+
+def _lock_offset(conn: Connection, stream: str) -> int:
+    """Take the projection's write lock; return the stream's high-water mark."""
+    if conn.dialect.name == "postgresql":
+        # One projection transaction at a time, whichever stream: batches of ORDERS and
+        # POSITIONS both rewrite account rows, and must not overwrite each other's changes.
+        # (On SQLite, BEGIN IMMEDIATE already serializes every write transaction.)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    offsets = schema.offsets
+    conn.execute(_insert(conn, offsets).values(stream=stream, last_seq=0).on_conflict_do_nothing())
+    query = select(offsets.c.last_seq).where(offsets.c.stream == stream)
+    return int(conn.execute(query).scalar_one())
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    statement = _insert(conn, table)
+    keys = [column.name for column in table.primary_key.columns]
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={
+            column.name: statement.excluded[column.name]
+            for column in table.columns
+            if column.name not in keys
+        },
+    )
+    conn.execute(statement, list(rows))
+
+
+class _Batch:
+    """The projector's view of the rows during one batch, and the changes to write."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._accounts: dict[str, Account | None] = {}
+        self._orders: dict[str, Order | None] = {}
+        self._pending: dict[str, PendingReplace | None] = {}
+        self._settled: set[str] = set()
+        self._positions: dict[tuple[str, str], Position | None] = {}
+        self._holders: dict[tuple[str, str], str] = {}
+        self._unheld: set[tuple[str, str]] = set()  # held by no order before this batch
+        self._fills: list[Fill] = []
+        self._dirty_accounts: set[str] = set()
+        self._dirty_orders: set[str] = set()
+        self._dirty_pending: set[str] = set()
+
+    def preload(self, messages: Iterable[ReadModelEvent]) -> None:
+        """Read the rows the messages refer to, a few queries for the whole batch."""
+        order_ids: set[str] = set()
+        account_ids: set[str] = set()
+        pending_ids: set[str] = set()
+        keys: set[tuple[str, str]] = set()
+        for message in messages:
+            match message:
+                case orders.OrderValidated(order=submitted):
+                    order_ids.add(submitted.order_id)
+                    keys.add((submitted.account_id, submitted.client_order_id))
+                case orders.ReplaceValidated(request=request):
+                    order_ids.add(request.order_id)
+                case orders.OrderReplaced():
+                    order_ids.update((message.order_id, message.new_order_id))
+                    pending_ids.add(message.new_order_id)
+                case orders.Execution():
+                    order_ids.add(message.order_id)
+                    account_ids.add(message.account_id)
+                case (
+                    orders.OrderSubmitted()
+                    | orders.OrderAccepted()
+                    | orders.CancelValidated()
+                    | orders.OrderRejected()
+                    | orders.OrderCancelled()
+                ):
+                    order_ids.add(message.order_id)
+                case (
+                    orders.AccountOpened()
+                    | orders.CashDeposited()
+                    | orders.TradingHalted()
+                    | orders.TradingResumed()
+                    | positions.PositionChanged()
+                ):
+                    account_ids.add(message.account_id)
+                case _:
+                    pass
+        conn = self._conn
+        table = schema.orders
+        for chunk in _chunks(order_ids - self._orders.keys()):
+            self._orders.update(dict.fromkeys(chunk))
+            for row in conn.execute(select(table).where(table.c.id.in_(chunk))):
+                order = schema.order_from_db(row)
+                self._orders[order.id] = order
+        for chunk in _chunks(account_ids - self._accounts.keys()):
+            self._accounts.update(dict.fromkeys(chunk))
+            query = select(schema.accounts).where(schema.accounts.c.id.in_(chunk))
+            for row in conn.execute(query):
+                account = schema.from_db(Account, row)
+                self._accounts[account.id] = account
+        pending = schema.pending_replaces
+        for chunk in _chunks(pending_ids - self._pending.keys()):
+            self._pending.update(dict.fromkeys(chunk))
+            for row in conn.execute(select(pending).where(pending.c.new_order_id.in_(chunk))):
+                replace = schema.from_db(PendingReplace, row)
+                self._pending[replace.new_order_id] = replace
+        for pairs in _chunks(keys - self._holders.keys() - self._unheld):
+            self._unheld.update(pairs)
+            query = select(table.c.id, table.c.account_id, table.c.client_order_key).where(
+                tuple_(table.c.account_id, table.c.client_order_key).in_(pairs)
+            )
+            for order_id, account_id, key in conn.execute(query):
+                self._holders[(account_id, key)] = order_id
+                self._unheld.discard((account_id, key))
+
+    # ---- View ----
+
+    def account(self, account_id: str) -> Account | None:
+        if account_id not in self._accounts:
+            row = self._conn.execute(
+                select(schema.accounts).where(schema.accounts.c.id == account_id)
+            ).one_or_none()
+            self._accounts[account_id] = None if row is None else schema.from_db(Account, row)
+        return self._accounts[account_id]
+
+    def order(self, order_id: str) -> Order | None:
+        if order_id not in self._orders:
+            row = self._conn.execute(
+                select(schema.orders).where(schema.orders.c.id == order_id)
+            ).one_or_none()
+            self._orders[order_id] = None if row is None else schema.order_from_db(row)
+        return self._orders[order_id]
+
+    def pending_replace(self, new_order_id: str) -> PendingReplace | None:
+        if new_order_id not in self._pending:
+            table = schema.pending_replaces
+            row = self._conn.execute(
+                select(table).where(table.c.new_order_id == new_order_id)
+            ).one_or_none()
+            found = None if row is None else schema.from_db(PendingReplace, row)
+            if found is not None and found.order_id in self._settled:
+                found = None
+            self._pending[new_order_id] = found
+        return self._pending[new_order_id]
+
+    def client_order_id_holder(self, account_id: str, client_order_id: str) -> str | None:
+        # Orders of this batch that take a key are noted by record(), so both caches hold.
+        key = (account_id, client_order_id)
+        if key not in self._holders and key not in self._unheld:
+            orders = schema.orders
+            holder = self._conn.execute(
+                select(orders.c.id).where(
+                    orders.c.account_id == account_id,
+                    orders.c.client_order_key == client_order_id,
+                )
+            ).scalar_one_or_none()
+            if holder is None:
+                self._unheld.add(key)
+            else:
+                self._holders[key] = holder
+        return self._holders.get(key)
+
+    # ---- changes ----
+
+    def record(self, change: Change) -> None:
+        match change:
+            case Account(id=account_id):
+                self._accounts[account_id] = change
+                self._dirty_accounts.add(account_id)
+            case Order(id=order_id):
+                self._orders[order_id] = change
+                self._dirty_orders.add(order_id)
+                if change.holds_client_order_id:
+                    key = (change.account_id, change.client_order_id)
+                    self._holders[key] = order_id
+                    self._unheld.discard(key)
+            case Fill():
+                self._fills.append(change)
+            case Position(account_id=account_id, symbol=symbol):
+                self._positions[(account_id, symbol)] = change
+            case PositionClosed(account_id=account_id, symbol=symbol):
+                self._positions[(account_id, symbol)] = None
+            case PendingReplace(new_order_id=new_order_id):
+                self._pending[new_order_id] = change
+                self._dirty_pending.add(new_order_id)
+            case ReplacesSettled(order_id=order_id):
+                self._settled.add(order_id)
+                for new_order_id, pending in self._pending.items():
+                    if pending is not None and pending.order_id == order_id:
+                        self._pending[new_order_id] = None
+                        self._dirty_pending.add(new_order_id)
+
+    def flush(self) -> None:
+        conn = self._conn
+        pending = schema.pending_replaces
+        if self._settled:
+            conn.execute(delete(pending).where(pending.c.order_id.in_(sorted(self._settled))))
+        gone = sorted(k for k in self._dirty_pending if self._pending[k] is None)
+        if gone:
+            conn.execute(delete(pending).where(pending.c.new_order_id.in_(gone)))
+        _upsert(
+            conn, pending, [schema.to_db(p) for p in _present(self._pending, self._dirty_pending)]
+        )
+        _upsert(
+            conn,
+            schema.accounts,
+            [schema.to_db(a) for a in _present(self._accounts, self._dirty_accounts)],
+        )
+        _upsert(
+            conn,
+            schema.orders,
+            [schema.order_to_db(o) for o in _present(self._orders, self._dirty_orders)],
+        )
+        if self._fills:
+            conn.execute(
+                _insert(conn, schema.fills).on_conflict_do_nothing(),
+                [schema.to_db(f) for f in self._fills],
+            )
+        positions = schema.positions
+        for account_id, symbol in sorted(k for k, v in self._positions.items() if v is None):
+            conn.execute(
+                delete(positions).where(
+                    positions.c.account_id == account_id, positions.c.symbol == symbol
+                )
+            )
+        _upsert(
+            conn, positions, [schema.to_db(p) for p in _present(self._positions, self._positions)]
+        )
+
+
+_Key = TypeVar("_Key", str, tuple[str, str])
+_Value = TypeVar("_Value")
+
+
+def _present(rows: Mapping[_Key, _Value | None], keys: Iterable[_Key]) -> list[_Value]:
+    """The rows of `keys` still present, in key order (a stable statement order)."""
+    return [row for key in sorted(keys) if (row := rows[key]) is not None]
+
+
+def _chunks(keys: set[_Key], size: int = 500) -> Iterator[list[_Key]]:
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
