@@ -1,0 +1,1 @@
+"""The gateway: Alpaca-compatible REST and WebSocket API over the ORDERS journal."""
