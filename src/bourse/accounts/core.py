@@ -89,7 +89,7 @@ class AccountsCore:
                 self._close(oid)
             case orders.OrderReplaced():
                 self._replaced(event)
-            case orders.OrderRejected(order_id=oid, request=request):
+            case orders.OrderRejected(order_id=oid, request=request, source="engine"):
                 if request == "new":
                     self._close(oid)
                 elif request == "replace":

@@ -238,6 +238,7 @@ class MatchingEngine:
                                 code=_REJECT_CODES[reason],
                                 message=detail,
                                 symbol=symbol,
+                                source="engine",
                             ),
                         )
                     )
@@ -350,5 +351,6 @@ def _rejected(ts: int, order_id: str, account_id: str, symbol: str) -> Output:
             code=orders.RejectCode.UNKNOWN_SYMBOL,
             message=f"{symbol} is not traded on the bourse venue",
             symbol=symbol,
+            source="engine",
         ),
     )

@@ -148,6 +148,9 @@ class OrderRejected(_Event, frozen=True, kw_only=True, tag="order_rejected"):
     message: str
     client_order_id: str = ""
     symbol: str = ""
+    # Who refused: accounts (pre-trade checks) or the engine (e.g. an unknown order). Accounts
+    # reacts only to the engine's refusals; its own never reserved anything.
+    source: Literal["accounts", "engine"] = "accounts"
 
 
 # ---- engine's outcomes ----
