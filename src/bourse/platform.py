@@ -14,12 +14,16 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from bourse.accounts.service import accounts_service
 from bourse.bus.connection import connect
+from bourse.bus.fold import FoldService
 from bourse.bus.server import NatsServer
 from bourse.bus.streams import provision_streams
+from bourse.engine.service import engine_service
 from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.model.instruments import DEFAULT_UNIVERSE
@@ -55,6 +59,7 @@ class Platform:
     server: NatsServer | None = None
     nc: NATS | None = None
     feed: FeedRunner | None = None
+    services: list[FoldService[Any]] = field(default_factory=list)
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
@@ -78,6 +83,12 @@ class Platform:
         self.nc = await connect(self.nats_url, name="bourse-up")
         replicas = self.config.replicas or (3 if clustered(self.nc) else 1)
         await provision_streams(self.nc.jetstream(), replicas=replicas)
+        # The exchange: accounts validate and keep the ledger, the engine matches. Each is a
+        # fold over the ORDERS journal that resumes from its snapshot.
+        self.services = [accounts_service(self.nc), engine_service(self.nc)]
+        for service in self.services:
+            await service.start()
+            self._tasks.append(asyncio.create_task(service.join(), name=service.name))
         if self.config.feed_rate > 0:
             simulator = Simulator(DEFAULT_UNIVERSE, seed=self.config.seed)
             self.feed = FeedRunner(
@@ -107,6 +118,11 @@ class Platform:
     async def stop(self) -> None:
         if self.feed is not None:
             self.feed.stop()
+        for service in reversed(self.services):
+            try:
+                await service.stop()  # finishes in-flight publishes, writes a snapshot
+            except Exception:
+                log.exception("stopping a service failed")
         # Failures were reported by wait(); here only the orderly end matters.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.nc is not None and not self.nc.is_closed:

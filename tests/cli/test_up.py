@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import BOURSE, bourse, children_of, isolated_env, wait_for
+from tests.conftest import eventually
 
 
 @pytest.fixture
@@ -118,3 +119,68 @@ def test_schema_describes_every_market_data_message(env: dict[str, str]) -> None
     assert "PositionChanged" in document["positions.<account>.<symbol>"]["$defs"]
     quote = market_data["$defs"]["Quote"]
     assert quote["properties"]["bid"] == {"type": "string", "format": "decimal"}
+
+
+async def test_the_platform_runs_the_exchange(
+    platform: subprocess.Popen[str], env: dict[str, str]
+) -> None:
+    """Orders published on the journal are validated, matched and booked by `bourse up`."""
+    from decimal import Decimal
+
+    from nats.aio.msg import Msg
+
+    from bourse.bus.connection import connect
+    from bourse.model import orders, positions, subjects
+
+    url = json.loads((Path(env["BOURSE_HOME"]) / "runtime.json").read_text())["nats_url"]
+    nc = await connect(url, name="test-exchange")
+    js = nc.jetstream()
+    executions: list[orders.Execution] = []
+    booked: list[positions.PositionChanged] = []
+
+    async def on_execution(msg: Msg) -> None:
+        event = orders.decode(msg.data)
+        assert isinstance(event, orders.Execution)
+        executions.append(event)
+
+    async def on_position(msg: Msg) -> None:
+        booked.append(positions.decode(msg.data))
+
+    await nc.subscribe("orders.executed.*", cb=on_execution)
+    await nc.subscribe("positions.>", cb=on_position)
+    for account in ("buyer", "seller"):
+        await js.publish(
+            subjects.ORDERS_ADMIN,
+            orders.encode(orders.AccountOpened(ts=1, account_id=account, shorting_enabled=True)),
+        )
+        await js.publish(
+            subjects.ORDERS_ADMIN,
+            orders.encode(orders.CashDeposited(ts=1, account_id=account, amount=Decimal("10000"))),
+        )
+    for oid, account, side in (("s1", "seller", "sell"), ("b1", "buyer", "buy")):
+        order = orders.OrderSubmitted(
+            ts=2,
+            order_id=oid,
+            client_order_id=oid,
+            account_id=account,
+            symbol="AAPL",
+            side=side,
+            kind="limit",
+            time_in_force="gtc",
+            qty=Decimal("5"),  # type: ignore[arg-type]
+            limit_price=Decimal("190.00"),
+            reference_price=Decimal("190.00"),
+        )
+        await js.publish(subjects.ORDERS_NEW, orders.encode(order))
+    await eventually(lambda: len(executions) == 2 and len(booked) == 2, timeout=20)
+    assert {(e.order_id, e.price, e.qty) for e in executions} == {
+        ("s1", Decimal("190.00"), Decimal("5")),
+        ("b1", Decimal("190.00"), Decimal("5")),
+    }
+    assert {(p.account_id, p.qty) for p in booked} == {
+        ("buyer", Decimal("5")),
+        ("seller", Decimal("-5")),
+    }
+    await nc.close()
+    platform.send_signal(signal.SIGTERM)
+    assert platform.wait(timeout=30) == 0
