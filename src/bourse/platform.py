@@ -13,12 +13,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
-from bourse.accounts.service import accounts_service
+from bourse.accounts.readmodel.api_keys import verify_api_key
+from bourse.accounts.service import accounts_service, serve_queries
 from bourse.bus.connection import connect
 from bourse.bus.fold import FoldService
 from bourse.bus.server import NatsServer
@@ -26,6 +30,8 @@ from bourse.bus.streams import provision_streams
 from bourse.engine.service import engine_service
 from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
+from bourse.gateway.app import open_account
+from bourse.gateway.server import DEFAULT_PORT, Gateway, GatewayConfig
 from bourse.model.instruments import DEFAULT_UNIVERSE
 from bourse.runtime import (
     Runtime,
@@ -46,6 +52,21 @@ class PlatformConfig:
     replicas: int | None = None  # None: 3 on a cluster, 1 standalone
     feed_rate: float = 500.0  # simulated messages per second; 0 disables the feed
     seed: int = 0
+    api_host: str = "127.0.0.1"
+    api_port: int = DEFAULT_PORT  # 0: a free one
+    database_url: str | None = None  # None: SQLite in the home directory
+    demo_cash: Decimal = Decimal(100_000)
+
+
+class Credentials(msgspec.Struct, kw_only=True):
+    """The demo account's and the admin's keys, kept across restarts (`credentials.json`,
+    0600): the database holds only their hashes."""
+
+    account_id: str
+    key_id: str
+    secret: str
+    admin_key_id: str
+    admin_secret: str
 
 
 def clustered(nc: NATS) -> bool:
@@ -60,6 +81,9 @@ class Platform:
     nc: NATS | None = None
     feed: FeedRunner | None = None
     services: list[FoldService[Any]] = field(default_factory=list)
+    gateway: Gateway | None = None
+    credentials: Credentials | None = None
+    _queries: Subscription | None = None
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
@@ -85,10 +109,25 @@ class Platform:
         await provision_streams(self.nc.jetstream(), replicas=replicas)
         # The exchange: accounts validate and keep the ledger, the engine matches. Each is a
         # fold over the ORDERS journal that resumes from its snapshot.
-        self.services = [accounts_service(self.nc), engine_service(self.nc)]
+        accounts, engine = accounts_service(self.nc), engine_service(self.nc)
+        self.services = [accounts, engine]
         for service in self.services:
             await service.start()
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
+        self._queries = await serve_queries(self.nc, accounts)
+        # The gateway: read model, Alpaca-compatible REST API.
+        self.gateway = Gateway(
+            self.nc,
+            GatewayConfig(
+                host=self.config.api_host,
+                port=self.config.api_port,
+                database_url=self.config.database_url,
+            ),
+            home=self.config.home,
+        )
+        await self.gateway.start()
+        self._tasks.append(asyncio.create_task(self.gateway.join(), name="gateway"))
+        self.credentials = await self._credentials()
         if self.config.feed_rate > 0:
             simulator = Simulator(DEFAULT_UNIVERSE, seed=self.config.seed)
             self.feed = FeedRunner(
@@ -102,9 +141,56 @@ class Platform:
                 started_at=datetime.now(UTC).isoformat(),
                 monitor_url=self.server.monitor_url if self.server else None,
                 cluster=clustered(self.nc),
+                http_url=self.gateway.url,
+                account_id=self.credentials.account_id,
+                api_key_id=self.credentials.key_id,
+                api_secret_key=self.credentials.secret,
+                admin_key_id=self.credentials.admin_key_id,
+                admin_secret_key=self.credentials.admin_secret,
             ),
             self.config.home,
         )
+
+    async def _credentials(self) -> Credentials:
+        """The demo account and admin key: those of an earlier run if the database still
+        knows them, else new ones (the demo account opened and funded on the journal)."""
+        assert self.gateway is not None and self.gateway.context is not None
+        path = self.config.home / "credentials.json"
+        db = self.gateway.context.db
+        if path.exists():
+            try:
+                known = msgspec.json.decode(path.read_bytes(), type=Credentials)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("ignoring unreadable %s; making new demo keys", path)
+            else:
+
+                def still_valid() -> bool:
+                    with db.read() as conn:
+                        return (
+                            verify_api_key(conn, known.key_id, known.secret) is not None
+                            and verify_api_key(conn, known.admin_key_id, known.admin_secret)
+                            is not None
+                        )
+
+                if await asyncio.to_thread(still_valid):
+                    return known
+                log.warning("the demo keys in %s are not in the database; making new ones", path)
+        context = self.gateway.context
+        admin = await open_account(context, cash=Decimal(0), role="admin")
+        demo = await open_account(context, cash=self.config.demo_cash, shorting_enabled=True)
+        made = Credentials(
+            account_id=demo["account_id"],
+            key_id=demo["key_id"],
+            secret=demo["secret"],
+            admin_key_id=admin["key_id"],
+            admin_secret=admin["secret"],
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(made)))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        log.info("opened the demo account %s with %s", made.account_id, self.config.demo_cash)
+        return made
 
     async def wait(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set or a service fails (its error is raised)."""
@@ -118,6 +204,16 @@ class Platform:
     async def stop(self) -> None:
         if self.feed is not None:
             self.feed.stop()
+        if self.gateway is not None:
+            try:
+                await self.gateway.stop()  # finishes requests in flight first
+            except Exception:
+                log.exception("stopping the gateway failed")
+        if self._queries is not None:
+            try:
+                await self._queries.unsubscribe()
+            except Exception:
+                log.exception("unsubscribing the ledger queries failed")
         for service in reversed(self.services):
             try:
                 await service.stop()  # finishes in-flight publishes, writes a snapshot

@@ -38,8 +38,13 @@ class Runtime(msgspec.Struct, kw_only=True):
     http_url: str | None = None
     monitor_url: str | None = None
     cluster: bool = False
+    # The demo account's id and API key (a local convenience: the file is private, 0600).
+    account_id: str | None = None
     api_key_id: str | None = None
     api_secret_key: str | None = None
+    # An admin key for `bourse accounts create` and the /admin routes.
+    admin_key_id: str | None = None
+    admin_secret_key: str | None = None
 
 
 def home() -> Path:
@@ -56,6 +61,7 @@ def write_runtime(runtime: Runtime, base: Path | None = None, kind: Kind = "runt
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(msgspec.json.format(msgspec.json.encode(runtime)))
+    tmp.chmod(0o600)  # it may hold API secrets
     tmp.replace(path)  # atomic: a reader never sees half a file
     return path
 

@@ -24,6 +24,7 @@ def isolated_env(home: Path) -> dict[str, str]:
     """The environment less any BOURSE_* setting, with its own platform home."""
     values = {k: v for k, v in os.environ.items() if not k.startswith("BOURSE_")}
     values["BOURSE_HOME"] = str(home)
+    values["BOURSE_API_PORT"] = "0"  # a free port for the gateway, never the default 8000
     values["COLUMNS"] = "160"  # rich tables at a known width
     return values
 

@@ -13,10 +13,14 @@ engine's), exactly as the in-memory fold does, and its core cannot tell the two 
 
 from __future__ import annotations
 
+from typing import cast
+
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
 from bourse.accounts import snapshot
 from bourse.accounts.core import AccountsConfig, AccountsCore, Output
+from bourse.accounts.query import serve_ledger_queries
 from bourse.bus.fold import FoldService
 from bourse.bus.snapshots import SnapshotStore
 from bourse.bus.streams import ORDERS, POSITIONS
@@ -86,3 +90,12 @@ def accounts_service(
         snapshot_every=snapshot_every,
         snapshots=snapshots,
     )
+
+
+async def serve_queries(nc: NATS, service: FoldService[orders.OrdersEvent]) -> Subscription:
+    """Answer `accounts.ledger.<id>` requests from a running accounts service's ledgers."""
+
+    def core() -> AccountsCore:
+        return cast(AccountsFold, service.core).accounts
+
+    return await serve_ledger_queries(nc, core, lambda: service.last_seq)

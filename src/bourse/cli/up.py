@@ -10,6 +10,7 @@ import typer
 
 from bourse.cli.common import NatsOption, run_until_signalled
 from bourse.errors import ConfigError
+from bourse.gateway.server import DEFAULT_PORT
 from bourse.platform import Platform, PlatformConfig
 from bourse.runtime import home as default_home
 
@@ -31,6 +32,21 @@ def up(
     replicas: Annotated[
         int | None, typer.Option(help="Stream replicas (default 1, or 3 on a cluster).")
     ] = None,
+    api_host: Annotated[
+        str, typer.Option(help="Address the HTTP API listens on.", envvar="BOURSE_API_HOST")
+    ] = "127.0.0.1",
+    api_port: Annotated[
+        int,
+        typer.Option(help="HTTP API port (0 = a free one).", envvar="BOURSE_API_PORT"),
+    ] = DEFAULT_PORT,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Read-model database, e.g. postgresql://user@host/db (default: SQLite in the "
+            "data directory).",
+            envvar="BOURSE_DATABASE_URL",
+        ),
+    ] = None,
 ) -> None:
     """Start the platform: embedded NATS (unless --nats), streams, feed and services.
 
@@ -40,6 +56,8 @@ def up(
         raise ConfigError("--port", port, "0 (a free port) or 1-65535")
     if not rate >= 0 or rate == float("inf"):
         raise ConfigError("--rate", rate, "messages per second, a finite number >= 0")
+    if not 0 <= api_port <= 65535:
+        raise ConfigError("--api-port", api_port, "0 (a free port) or 1-65535")
     if replicas is not None and replicas not in (1, 3, 5):
         raise ConfigError("--replicas", replicas, "1, 3 or 5")
     config = PlatformConfig(
@@ -49,16 +67,26 @@ def up(
         replicas=replicas,
         feed_rate=rate,
         seed=seed,
+        api_host=api_host,
+        api_port=api_port,
+        database_url=database_url,
     )
 
     async def main(stop: asyncio.Event) -> None:
         platform = Platform(config)
         try:
             await platform.start()
+            assert platform.gateway is not None and platform.credentials is not None
+            keys = platform.credentials
             typer.echo(
-                f"Bourse is up.\n  NATS     {platform.nats_url}\n"
+                f"Bourse is up.\n  API      {platform.gateway.url}   (docs: "
+                f"{platform.gateway.url}/docs)\n"
+                f"  NATS     {platform.nats_url}\n"
+                f"  demo     APCA-API-KEY-ID={keys.key_id}\n"
+                f"           APCA-API-SECRET-KEY={keys.secret}\n"
                 f"  runtime  {config.home / 'runtime.json'}\n"
-                "  try      bourse ticker 'md.*.AAPL'   |   bourse streams\n"
+                "  try      bourse order buy AAPL 10   |   bourse ticker 'md.*.AAPL'   |   "
+                "bourse streams\n"
                 "Ctrl-C stops it."
             )
             await platform.wait(stop)

@@ -15,6 +15,7 @@ ORDERS_ROOT = "orders"
 POSITIONS_ROOT = "positions"
 RISK_ROOT = "risk"
 DEAD_LETTER_ROOT = "deadletter"
+ACCOUNTS_ROOT = "accounts"  # request/reply queries of the accounts service (not a stream)
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 _VENUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -74,6 +75,11 @@ def order_outcome(kind: str, order_id: str) -> str:
 
 def positions(account_id: str, symbol: str) -> str:
     return f"{POSITIONS_ROOT}.{account_id}.{symbol}"
+
+
+def account_ledger(account_id: str) -> str:
+    """Request/reply: the accounts service answers with the account's ledger as it is now."""
+    return f"{ACCOUNTS_ROOT}.ledger.{account_id}"
 
 
 def risk_alert(severity: str) -> str:

@@ -51,6 +51,13 @@ def get_account(conn: Connection, account_id: str) -> Account | None:
     return None if row is None else schema.from_db(Account, row)
 
 
+def list_accounts(conn: Connection) -> list[Account]:
+    """Every account, oldest first."""
+    accounts = schema.accounts
+    query = select(accounts).order_by(accounts.c.created_at, accounts.c.id)
+    return [schema.from_db(Account, row) for row in conn.execute(query)]
+
+
 def get_order(conn: Connection, account_id: str, order_id: str) -> Order | None:
     """The order, if it belongs to `account_id`."""
     orders = schema.orders

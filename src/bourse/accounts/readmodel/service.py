@@ -57,6 +57,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 Decoder = Callable[[bytes], ReadModelEvent]
+# Told of each committed batch: the stream and its (sequence, message) pairs, now readable.
+Listener = Callable[[str, Sequence[tuple[int, ReadModelEvent]]], None]
 DECODERS: Mapping[str, Decoder] = {ORDERS.name: orders.decode, POSITIONS.name: positions.decode}
 
 
@@ -146,6 +148,7 @@ class ReadModelService:
         projection = ReadModelProjection(db, instruments)
         self._progress = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._listeners: list[Listener] = []
         self._readers = [
             _StreamReader(
                 nc,
@@ -158,10 +161,22 @@ class ReadModelService:
                 max_delay=max_delay,
                 stopping=self._stopping,
                 on_progress=self._notify,
+                on_applied=self._applied,
             )
             for stream, decode in DECODERS.items()
         ]
         self._tasks: list[asyncio.Task[None]] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener` after each committed batch (in the event loop; keep it short)."""
+        self._listeners.append(listener)
+
+    def _applied(self, stream: str, events: Sequence[tuple[int, ReadModelEvent]]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(stream, events)
+            except Exception:
+                log.exception("%s: a read-model listener failed", self.name)
 
     @property
     def stats(self) -> Mapping[str, ProjectionStats]:
@@ -256,6 +271,7 @@ class _StreamReader:
         max_delay: float,
         stopping: asyncio.Event,
         on_progress: Callable[[], None],
+        on_applied: Listener | None = None,
     ) -> None:
         self._nc = nc
         self._db = db
@@ -268,6 +284,7 @@ class _StreamReader:
         self._max_delay = max_delay
         self._stopping = stopping
         self._on_progress = on_progress
+        self._on_applied = on_applied
         self._consumer = ""
         self.stats = ProjectionStats(stream)
 
@@ -419,6 +436,8 @@ class _StreamReader:
             stats.malformed_sequences + [sequence for sequence, _, _ in decoded.malformed]
         )[-100:]
         stats.last_sequence = max(stats.last_sequence, decoded.last_sequence)
+        if self._on_applied is not None and decoded.events:
+            self._on_applied(self.stream, decoded.events)
         self._on_progress()
 
     async def _with_database_retry(

@@ -1,0 +1,164 @@
+"""The gateway as a platform service: the read model, reference prices and the HTTP server.
+
+    gateway = Gateway(nc, GatewayConfig(port=0), home=Path(".bourse"))
+    await gateway.start()          # migrates the database, catches up the read model, listens
+    gateway.url                    # http://127.0.0.1:<port>
+    await gateway.stop()
+
+uvicorn serves the app inside the platform's event loop on a socket bound here (port 0 picks
+a free one), and leaves signal handling to the platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
+
+from bourse.accounts.readmodel.database import Database
+from bourse.accounts.readmodel.migrations import migrate
+from bourse.accounts.readmodel.service import ReadModelService
+from bourse.analytics.reference import ReferencePrices, follow_reference
+from bourse.errors import ConfigError
+from bourse.gateway.app import MAX_BODY, BodyLimit, GatewayContext, create_app
+from bourse.gateway.auth import Authenticator, RateLimiter
+from bourse.gateway.desk import OrderDesk
+from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8000
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0: a free port
+    database_url: str | None = None  # None: SQLite at <home>/bourse.db
+    rate: float = 200.0  # requests per second per API key, sustained
+    burst: int = 400  # ... and at once
+    max_body: int = MAX_BODY
+    catch_up_timeout: float = 60.0
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the platform owns SIGINT/SIGTERM and stops the gateway itself
+
+
+class Gateway:
+    def __init__(
+        self,
+        nc: NATS,
+        config: GatewayConfig,
+        *,
+        home: Path,
+        instruments: Sequence[Instrument] = DEFAULT_UNIVERSE,
+    ) -> None:
+        self.config = config
+        self._nc = nc
+        self._home = home
+        self._instruments = tuple(instruments)
+        self.prices = ReferencePrices(self._instruments)
+        self.db: Database | None = None
+        self.readmodel: ReadModelService | None = None
+        self.context: GatewayContext | None = None
+        self._prices_sub: Subscription | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    @property
+    def desk(self) -> OrderDesk:
+        if self.context is None:
+            raise RuntimeError("the gateway is not started")
+        return self.context.desk
+
+    @property
+    def database_url(self) -> str:
+        return self.config.database_url or f"sqlite:///{self._home / 'bourse.db'}"
+
+    async def start(self) -> Gateway:
+        self.db = Database.open(self.database_url)
+        version = await asyncio.to_thread(migrate, self.db)
+        log.info(
+            "read model at schema version %d (%s)", version, self.db.engine.url.render_as_string()
+        )
+        self._prices_sub = await follow_reference(self._nc, self.prices)
+        desk = OrderDesk(self._nc, self.db, self.prices, self._instruments)
+        self.readmodel = ReadModelService(self._nc, self.db, instruments=self._instruments)
+        self.readmodel.add_listener(desk.on_applied)
+        await self.readmodel.start()
+        await self.readmodel.wait_caught_up(self.config.catch_up_timeout)
+        self.context = GatewayContext(
+            nc=self._nc,
+            db=self.db,
+            desk=desk,
+            auth=Authenticator(self.db),
+            limiter=RateLimiter(self.config.rate, self.config.burst),
+        )
+        app = BodyLimit(create_app(self.context), self.config.max_body)
+        sock = self._bind()
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        self._server = _Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                ws="websockets-sansio",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="gateway")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise RuntimeError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)  # uvicorn offers no start event to wait on
+        log.info("gateway listening on %s", self.url)
+        return self
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.config.host, self.config.port))
+        except OSError as error:
+            sock.close()
+            raise ConfigError(
+                "gateway address",
+                f"{self.config.host}:{self.config.port}",
+                f"a free port ({error.strerror}; choose another with --api-port, 0 for any)",
+            ) from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
+
+    async def join(self) -> None:
+        if self._task is not None:
+            await self._task
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        if self.readmodel is not None:
+            await self.readmodel.stop()
+        if self._prices_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._prices_sub.unsubscribe()
+        if self.db is not None:
+            self.db.close()

@@ -1,0 +1,93 @@
+"""POST/GET/DELETE /v2/orders through the gateway, against the real services."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.gateway.conftest import ExchangeStack
+
+
+def limit(symbol: str, side: str, qty: str, price: str, **extra: str) -> dict[str, str]:
+    return {
+        "symbol": symbol,
+        "qty": qty,
+        "side": side,
+        "type": "limit",
+        "time_in_force": "gtc",
+        "limit_price": price,
+        **extra,
+    }
+
+
+async def test_crossing_limit_orders_fill_and_move_cash_and_positions(
+    exchange: ExchangeStack,
+) -> None:
+    await exchange.reference("AAPL", "190.00")
+    seller = await exchange.trader(shorting=True)
+    buyer = await exchange.trader("10000")
+
+    resting = await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "10", "190.00"))
+    assert resting.status_code == 200, resting.text
+    assert resting.json()["status"] == "new"
+    taking = await buyer.http.post("/v2/orders", json=limit("AAPL", "buy", "10", "190.00"))
+    assert taking.status_code == 200, taking.text
+    assert taking.json()["status"] == "filled"
+    assert taking.json()["filled_avg_price"] == "190.00"
+
+    account = (await buyer.http.get("/v2/account")).json()
+    assert account["cash"] == "8100.00"
+    positions = (await buyer.http.get("/v2/positions")).json()
+    assert [(p["symbol"], p["qty"]) for p in positions] == [("AAPL", "10")]
+    order_id = resting.json()["id"]
+    seen = (await seller.http.get(f"/v2/orders/{order_id}")).json()
+    assert seen["status"] == "filled"
+
+
+async def test_someone_elses_order_is_not_found(exchange: ExchangeStack) -> None:
+    await exchange.reference("AAPL", "190.00")
+    alice, bob = await exchange.trader(), await exchange.trader()
+    placed = await alice.http.post("/v2/orders", json=limit("AAPL", "buy", "1", "100.00"))
+    order_id = placed.json()["id"]
+    assert (await bob.http.get(f"/v2/orders/{order_id}")).status_code == 404
+    assert (await bob.http.delete(f"/v2/orders/{order_id}")).status_code == 404
+    assert (await alice.http.get(f"/v2/orders/{order_id}")).json()["status"] == "new"
+
+
+async def test_concurrent_posts_with_one_client_order_id_make_one_order(
+    exchange: ExchangeStack,
+) -> None:
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader()
+    body = limit("AAPL", "buy", "1", "100.00", client_order_id="once")
+    answers = await asyncio.gather(*(alice.http.post("/v2/orders", json=body) for _ in range(10)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] + [422] * 9, [a.text for a in answers]
+    listed = (await alice.http.get("/v2/orders", params={"status": "all"})).json()
+    assert len(listed) == 1
+    assert listed[0]["client_order_id"] == "once"
+
+
+async def test_insufficient_buying_power_is_403_and_changes_nothing(
+    exchange: ExchangeStack,
+) -> None:
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader("100")
+    refused = await alice.http.post("/v2/orders", json=limit("AAPL", "buy", "10", "190.00"))
+    assert refused.status_code == 403
+    assert refused.json()["code"] == 40310000
+    assert refused.json()["reason"] == "insufficient_buying_power"
+    account = (await alice.http.get("/v2/account")).json()
+    assert account["buying_power"] == "100"
+    assert (await alice.http.get("/v2/orders")).json() == []
+
+
+async def test_cancel_then_cancel_again(exchange: ExchangeStack) -> None:
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader()
+    placed = (await alice.http.post("/v2/orders", json=limit("AAPL", "buy", "1", "100.00"))).json()
+    assert (await alice.http.delete(f"/v2/orders/{placed['id']}")).status_code == 204
+    assert (await alice.http.get(f"/v2/orders/{placed['id']}")).json()["status"] == "canceled"
+    again = await alice.http.delete(f"/v2/orders/{placed['id']}")
+    assert again.status_code == 422
+    account = (await alice.http.get("/v2/account")).json()
+    assert account["buying_power"] == account["cash"]
