@@ -28,6 +28,7 @@ from bourse.bus.fold import FoldService
 from bourse.bus.server import NatsServer
 from bourse.bus.streams import provision_streams
 from bourse.engine.service import engine_service
+from bourse.engine.session import SessionClock
 from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.gateway.app import open_account
@@ -84,6 +85,7 @@ class Platform:
     gateway: Gateway | None = None
     credentials: Credentials | None = None
     _queries: Subscription | None = None
+    session: SessionClock | None = None
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
@@ -115,6 +117,7 @@ class Platform:
             await service.start()
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
         self._queries = await serve_queries(self.nc, accounts)
+        self.session = await SessionClock(self.nc).start()  # DAY orders expire at midnight UTC
         # The gateway: read model, Alpaca-compatible REST API.
         self.gateway = Gateway(
             self.nc,
@@ -209,6 +212,8 @@ class Platform:
                 await self.gateway.stop()  # finishes requests in flight first
             except Exception:
                 log.exception("stopping the gateway failed")
+        if self.session is not None:
+            await self.session.stop()
         if self._queries is not None:
             try:
                 await self._queries.unsubscribe()

@@ -41,10 +41,13 @@ class Exchange:
             assert not isinstance(message, (positions.PositionChanged,))
             outputs: list[tuple[str, Message]] = []
             outputs.extend(self.accounts.apply(message))  # type: ignore[arg-type]
-            if subject.startswith("orders.validated."):
+            if subject.startswith("orders.validated.") or subject == "orders.session":
                 assert isinstance(
                     message,
-                    orders.OrderValidated | orders.CancelValidated | orders.ReplaceValidated,
+                    orders.OrderValidated
+                    | orders.CancelValidated
+                    | orders.ReplaceValidated
+                    | orders.SessionClosed,
                 )
                 request: EngineInput = message
                 outputs.extend(self.engine.apply(request))

@@ -35,7 +35,9 @@ from bourse.model.numbers import from_units, to_units
 VENUE = "bourse"
 DEPTH_LEVELS = 10
 
-EngineInput = orders.OrderValidated | orders.CancelValidated | orders.ReplaceValidated
+EngineInput = (
+    orders.OrderValidated | orders.CancelValidated | orders.ReplaceValidated | orders.SessionClosed
+)
 Output = tuple[str, orders.OrdersEvent | marketdata.MarketData]
 
 _REJECT_CODES = {
@@ -106,6 +108,8 @@ class MatchingEngine:
                 return self._cancel(request)
             case orders.ReplaceValidated():
                 return self._replace(request)
+            case orders.SessionClosed():
+                return self.expire_day_orders(request.ts)
 
     def expire_day_orders(self, ts: int) -> list[Output]:
         """The session closed: cancel every DAY order (journaled as a validated request)."""

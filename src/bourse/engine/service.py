@@ -21,7 +21,7 @@ from bourse.model import subjects
 from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
 
 NAME = "engine"
-INPUTS = (subjects.ALL_VALIDATED,)
+INPUTS = (subjects.ALL_VALIDATED, subjects.ORDERS_SESSION)
 OUTCOMES = ("accepted", "executed", "cancelled", "replaced", "rejected")
 OUTPUTS = {
     ORDERS.name: tuple(subjects.order_outcome(kind, ">") for kind in OUTCOMES),

@@ -8,6 +8,7 @@ Subjects (built in `model.subjects`):
 | `orders.cancel` | CancelRequested | gateway -> accounts |
 | `orders.replace` | ReplaceRequested | gateway -> accounts |
 | `orders.admin` | AccountOpened, CashDeposited, TradingHalted, TradingResumed | admin -> accounts |
+| `orders.session` | SessionClosed (day orders expire) | session clock -> engine |
 | `orders.validated.<order_id>` | Order-, Cancel-, ReplaceValidated | accounts -> engine |
 | `orders.rejected.<order_id>` | OrderRejected | accounts or engine -> everyone |
 | `orders.accepted.<order_id>` | OrderAccepted | engine |
@@ -116,6 +117,16 @@ class TradingResumed(_Event, frozen=True, kw_only=True, tag="trading_resumed"):
     account_id: str
 
 
+# ---- the trading session ----
+
+
+class SessionClosed(_Event, frozen=True, kw_only=True, tag="session_closed"):
+    """The trading day `trading_day` (YYYY-MM-DD, UTC) ended: every open DAY order expires.
+    Journaled, so expiry is a pure function of the stream like everything else."""
+
+    trading_day: str
+
+
 # ---- accounts' decisions ----
 
 
@@ -202,6 +213,7 @@ OrdersEvent = (
     | CashDeposited
     | TradingHalted
     | TradingResumed
+    | SessionClosed
     | OrderValidated
     | CancelValidated
     | ReplaceValidated

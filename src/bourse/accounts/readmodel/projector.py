@@ -135,6 +135,8 @@ class Projector:
                 return _position(event, view)
             case orders.CancelRequested() | orders.ReplaceRequested():
                 return []  # requests change nothing until accounts decides on them
+            case orders.SessionClosed():
+                return []  # the engine's expiries (OrderCancelled) say what it changed
 
     def _submitted(self, event: orders.OrderSubmitted, view: View) -> list[Change]:
         if view.order(event.order_id) is not None:
