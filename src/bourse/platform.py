@@ -23,6 +23,9 @@ from nats.aio.subscription import Subscription
 
 from bourse.accounts.readmodel.api_keys import verify_api_key
 from bourse.accounts.service import accounts_service, serve_queries
+from bourse.agents.config import MarketMakersConfig
+from bourse.agents.recovery import OrderRegistry
+from bourse.agents.service import MarketMakers
 from bourse.bus.connection import connect
 from bourse.bus.fold import FoldService
 from bourse.bus.server import NatsServer
@@ -57,6 +60,7 @@ class PlatformConfig:
     api_port: int = DEFAULT_PORT  # 0: a free one
     database_url: str | None = None  # None: SQLite in the home directory
     demo_cash: Decimal = Decimal(100_000)
+    market_makers: bool = True  # liquidity on the bourse venue around the feed's prices
 
 
 class Credentials(msgspec.Struct, kw_only=True):
@@ -86,6 +90,7 @@ class Platform:
     credentials: Credentials | None = None
     _queries: Subscription | None = None
     session: SessionClock | None = None
+    makers: MarketMakers | None = None
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
@@ -118,6 +123,17 @@ class Platform:
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
         self._queries = await serve_queries(self.nc, accounts)
         self.session = await SessionClock(self.nc).start()  # DAY orders expire at midnight UTC
+        if self.config.market_makers:
+            # Re-quote on a 5 bp move at most once a second per symbol: a realistic book
+            # without journaling a dozen orders per tick of a fast simulated feed.
+            self.makers = await MarketMakers(
+                self.nc,
+                account_id="mm-1",
+                config=MarketMakersConfig(
+                    requote_threshold_bps=Decimal(5), min_requote_interval=1.0
+                ),
+                registry=OrderRegistry(self.nc, replicas=replicas),
+            ).start()
         # The gateway: read model, Alpaca-compatible REST API.
         self.gateway = Gateway(
             self.nc,
@@ -212,6 +228,11 @@ class Platform:
                 await self.gateway.stop()  # finishes requests in flight first
             except Exception:
                 log.exception("stopping the gateway failed")
+        if self.makers is not None:
+            try:
+                await self.makers.stop()  # cancels its quotes while the services still run
+            except Exception:
+                log.exception("stopping the market makers failed")
         if self.session is not None:
             await self.session.stop()
         if self._queries is not None:

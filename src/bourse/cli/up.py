@@ -39,6 +39,9 @@ def up(
         int,
         typer.Option(help="HTTP API port (0 = a free one).", envvar="BOURSE_API_PORT"),
     ] = DEFAULT_PORT,
+    makers: Annotated[
+        bool, typer.Option(help="Run market makers quoting on the bourse venue.")
+    ] = True,
     database_url: Annotated[
         str | None,
         typer.Option(
@@ -70,6 +73,7 @@ def up(
         api_host=api_host,
         api_port=api_port,
         database_url=database_url,
+        market_makers=makers,
     )
 
     async def main(stop: asyncio.Event) -> None:
