@@ -31,6 +31,7 @@ from bourse.errors import ConfigError
 from bourse.gateway.app import MAX_BODY, BodyLimit, GatewayContext, create_app
 from bourse.gateway.auth import Authenticator, RateLimiter
 from bourse.gateway.desk import OrderDesk
+from bourse.gateway.stream import TradeUpdates, register_stream
 from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Gateway:
         self.prices = ReferencePrices(self._instruments)
         self.db: Database | None = None
         self.readmodel: ReadModelService | None = None
+        self.trade_updates: TradeUpdates | None = None
         self.context: GatewayContext | None = None
         self._prices_sub: Subscription | None = None
         self._server: _Server | None = None
@@ -97,6 +99,8 @@ class Gateway:
         desk = OrderDesk(self._nc, self.db, self.prices, self._instruments)
         self.readmodel = ReadModelService(self._nc, self.db, instruments=self._instruments)
         self.readmodel.add_listener(desk.on_applied)
+        self.trade_updates = TradeUpdates(self.db)
+        self.readmodel.add_listener(self.trade_updates.on_applied)
         await self.readmodel.start()
         await self.readmodel.wait_caught_up(self.config.catch_up_timeout)
         self.context = GatewayContext(
@@ -106,7 +110,9 @@ class Gateway:
             auth=Authenticator(self.db),
             limiter=RateLimiter(self.config.rate, self.config.burst),
         )
-        app = BodyLimit(create_app(self.context), self.config.max_body)
+        api = create_app(self.context)
+        register_stream(api, self.context, self.trade_updates)
+        app = BodyLimit(api, self.config.max_body)
         sock = self._bind()
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
@@ -130,7 +136,10 @@ class Gateway:
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections
+        # only for that protocol, and without it each response waits ~40 ms (Nagle against
+        # the client's delayed ACK).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.config.host, self.config.port))
@@ -155,6 +164,8 @@ class Gateway:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        if self.trade_updates is not None:
+            await self.trade_updates.stop()
         if self.readmodel is not None:
             await self.readmodel.stop()
         if self._prices_sub is not None:
