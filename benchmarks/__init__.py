@@ -16,6 +16,6 @@ Benchmark = Callable[[bool], Coroutine[Any, Any, Result]]
 
 def registry() -> dict[str, Benchmark]:
     """Name -> benchmark coroutine taking `quick` (a short run for smoke tests)."""
-    from benchmarks import engine, feed
+    from benchmarks import engine, feed, orders
 
-    return {"feed": feed.run, "engine": engine.run}
+    return {"feed": feed.run, "engine": engine.run, "orders": orders.run}

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
-    name: Annotated[str, typer.Argument(help="Benchmark name: feed, engine.")],
+    name: Annotated[str, typer.Argument(help="Benchmark name: feed, engine, orders.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
     quick: Annotated[bool, typer.Option(help="A short run (smoke test, noisier).")] = False,
 ) -> None:
