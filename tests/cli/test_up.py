@@ -184,3 +184,10 @@ async def test_the_platform_runs_the_exchange(
     await nc.close()
     platform.send_signal(signal.SIGTERM)
     assert platform.wait(timeout=30) == 0
+
+
+def test_the_cli_default_api_port_is_the_gateways() -> None:
+    from bourse.cli import up
+    from bourse.gateway import server
+
+    assert up.DEFAULT_PORT == server.DEFAULT_PORT

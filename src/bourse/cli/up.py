@@ -10,9 +10,10 @@ import typer
 
 from bourse.cli.common import NatsOption, run_until_signalled
 from bourse.errors import ConfigError
-from bourse.gateway.server import DEFAULT_PORT
-from bourse.platform import Platform, PlatformConfig
 from bourse.runtime import home as default_home
+
+DEFAULT_PORT = 8000  # the gateway's (bourse.gateway.server.DEFAULT_PORT; not imported here,
+# so that every other command starts without loading FastAPI and SQLAlchemy)
 
 
 def register(app: typer.Typer) -> None:
@@ -55,6 +56,8 @@ def up(
 
     Runs until Ctrl-C or SIGTERM, then stops everything cleanly and exits 0.
     """
+    from bourse.platform import Platform, PlatformConfig
+
     if not 0 <= port <= 65535:
         raise ConfigError("--port", port, "0 (a free port) or 1-65535")
     if not rate >= 0 or rate == float("inf"):

@@ -1,0 +1,544 @@
+"""Trading from the shell: `bourse order`, `orders`, `cancel`, `positions`, `close`, `account`
+and `bourse accounts create|list|deposit`, over the HTTP API (`bourse.client`).
+
+By default they trade the running platform's demo account (its key is in runtime.json) and
+administer with its admin key; --api/--key-id/--secret or $BOURSE_API_URL, $APCA_API_KEY_ID
+and $APCA_API_SECRET_KEY say otherwise. The API's refusals are one line on stderr and exit 1;
+bad arguments, or no API to talk to, exit 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+import msgspec
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from bourse.cli.common import parse_symbols
+from bourse.client import (
+    API_URL_ENV,
+    KEY_ID_ENV,
+    SECRET_ENV,
+    ApiError,
+    BourseClient,
+    Order,
+    Position,
+    Side,
+    StatusFilter,
+    TimeInForce,
+)
+from bourse.errors import ConfigError
+from bourse.model.subjects import normalize_symbol
+
+_L = TypeVar("_L", bound=str)
+FULL_ID = 36  # a UUID's length
+SHORT_ID = 8  # as `bourse orders` shows ids
+SIDES: tuple[Side, ...] = get_args(Side)
+TIMES_IN_FORCE: tuple[TimeInForce, ...] = get_args(TimeInForce)
+STATUS_FILTERS: tuple[StatusFilter, ...] = get_args(StatusFilter)
+
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        help=f"API URL. Default: ${API_URL_ENV}, else the running platform's.",
+        show_default=False,
+    ),
+]
+KeyIdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key-id",
+        help=f"API key id. Default: ${KEY_ID_ENV}, else the running platform's demo key.",
+        show_default=False,
+    ),
+]
+SecretOption = Annotated[
+    str | None,
+    typer.Option("--secret", help=f"API secret. Default: ${SECRET_ENV}.", show_default=False),
+]
+AdminKeyIdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key-id", help="Admin key id. Default: the running platform's.", show_default=False
+    ),
+]
+AdminSecretOption = Annotated[
+    str | None, typer.Option("--secret", help="Admin secret.", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
+
+
+def register(app: typer.Typer) -> None:
+    for name, command in (
+        ("order", order),
+        ("orders", list_orders),
+        ("cancel", cancel),
+        ("positions", positions),
+        ("close", close),
+        ("account", account),
+    ):
+        app.command(name)(command)
+    group = typer.Typer(
+        name="accounts",
+        help="Open, list and fund accounts (with the admin key).",
+        no_args_is_help=True,
+    )
+    group.command("create")(create_account)
+    group.command("list")(list_accounts)
+    group.command("deposit")(deposit)
+    app.add_typer(group)
+
+
+# ---- arguments ----
+
+
+def parse_decimal(name: str, text: str, example: str) -> Decimal:
+    """A finite decimal number, exactly as typed (no float rounding)."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        raise ConfigError(name, text, f"a decimal number such as {example}")
+    return number
+
+
+def parse_choice(name: str, text: str, choices: tuple[_L, ...]) -> _L:
+    for choice in choices:
+        if text.lower() == choice:
+            return choice
+    raise ConfigError(name, text, ", ".join(choices))
+
+
+@contextlib.contextmanager
+def _client(
+    api: str | None, key_id: str | None, secret: str | None, *, admin: bool = False
+) -> Iterator[BourseClient]:
+    """A connected client; the API's refusals become one line on stderr and exit 1."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
+    try:
+        with BourseClient.connect(api, key_id, secret, admin=admin) as client:
+            yield client
+    except ApiError as error:
+        typer.echo(f"bourse: error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+# ---- formatting ----
+
+
+def _number(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value:,f}"
+
+
+def _money(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _pnl(value: Decimal | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return _money(value)
+    colour = "green" if value > 0 else "red"
+    return f"[{colour}]{value:+,.2f}[/]"
+
+
+def _time(moment: datetime | None) -> str:
+    """The time of day for today's (UTC), else the date: what tells orders apart at a glance."""
+    if moment is None:
+        return "-"
+    if moment.date() == datetime.now(UTC).date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d")
+
+
+def _prices(order: Order) -> str:
+    parts = []
+    if order.stop_price is not None:
+        parts.append(f"stop {_number(order.stop_price)}")
+    if order.limit_price is not None:
+        parts.append(f"limit {_number(order.limit_price)}")
+    return " ".join(parts) or "market"
+
+
+def describe(order: Order) -> str:
+    """An order in two lines: what it is and its status, then how much filled and its id."""
+    return (
+        f"{order.status}: {order.side} {_number(order.qty)} {order.symbol} "
+        f"{_prices(order)}, {order.time_in_force}\n"
+        f"filled {_number(order.filled_qty)} of {_number(order.qty)} at avg "
+        f"{_number(order.filled_avg_price)}; order {order.id}"
+    )
+
+
+def _table(title: str, columns: Sequence[tuple[str, Literal["left", "right"]]]) -> Table:
+    # Compact (no outer edge, collapsed padding) so that a table fits 80 columns.
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=True)
+    return table
+
+
+def orders_table(found: Sequence[Order], title: str) -> Table:
+    """Orders with short ids (`bourse cancel` takes a prefix; --json has the whole ids)."""
+    table = _table(
+        title,
+        (
+            ("Time UTC", "left"),
+            ("ID", "left"),
+            ("Symbol", "left"),
+            ("Order", "left"),
+            ("Filled", "right"),
+            ("Status", "left"),
+        ),
+    )
+    for o in found:
+        filled = _number(o.filled_qty)
+        if o.filled_avg_price is not None:
+            filled += f" @ {_number(o.filled_avg_price)}"
+        table.add_row(
+            _time(o.submitted_at or o.created_at),
+            o.id[:SHORT_ID],
+            o.symbol,
+            f"{o.side} {_number(o.qty)} {_prices(o)} {o.time_in_force}",
+            filled,
+            o.status,
+        )
+    if not found:
+        table.caption = "no orders"
+    return table
+
+
+def positions_table(found: Sequence[Position]) -> Table:
+    table = _table(
+        "Positions",
+        (
+            ("Symbol", "left"),
+            ("Qty", "right"),
+            ("Avg entry", "right"),
+            ("Price", "right"),
+            ("Market value", "right"),
+            ("Unrealized P&L", "right"),
+            ("P&L %", "right"),
+        ),
+    )
+    for p in found:
+        percent = None if p.unrealized_plpc is None else p.unrealized_plpc * 100
+        table.add_row(
+            p.symbol,
+            _number(p.qty),
+            _number(p.avg_entry_price),
+            _number(p.current_price),
+            _money(p.market_value),
+            _pnl(p.unrealized_pl),
+            _pnl(percent),
+        )
+    if not found:
+        table.caption = "no open positions"
+    return table
+
+
+# ---- trading ----
+
+
+def order(
+    side: Annotated[
+        str, typer.Argument(metavar="buy|sell", help="buy or sell.", show_default=False)
+    ],
+    symbol: Annotated[str, typer.Argument(metavar="SYMBOL", help="AAPL, BTC-USD (or BTC/USD) ...")],
+    qty: Annotated[
+        str, typer.Argument(metavar="QTY", help="Quantity: shares, or coins (e.g. 0.05).")
+    ],
+    limit: Annotated[
+        str | None,
+        typer.Option("--limit", help="Limit price: a limit order (stop-limit with --stop)."),
+    ] = None,
+    stop: Annotated[
+        str | None,
+        typer.Option("--stop", help="Stop price: a stop order (stop-limit with --limit)."),
+    ] = None,
+    tif: Annotated[
+        str | None,
+        typer.Option(
+            "--tif", help="Time in force: day, gtc, ioc, fok. Default: gtc for crypto, else day."
+        ),
+    ] = None,
+    client_order_id: Annotated[
+        str | None,
+        typer.Option("--client-order-id", help="Your id for it (unique per account)."),
+    ] = None,
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit an order: market, or limit/stop/stop-limit with --limit and --stop.
+
+    Prints the order as the exchange left it: new (resting), filled, canceled (ioc/fok)...
+    """
+    chosen_side = parse_choice("side", side, SIDES)
+    symbol = normalize_symbol(symbol)
+    quantity = parse_decimal("qty", qty, "10 or 0.05")
+    limit_price = None if limit is None else parse_decimal("--limit", limit, "189.50")
+    stop_price = None if stop is None else parse_decimal("--stop", stop, "185.00")
+    time_in_force = None if tif is None else parse_choice("--tif", tif, TIMES_IN_FORCE)
+    with _client(api, key_id, secret) as client:
+        if time_in_force is None:
+            time_in_force = _default_time_in_force(client, symbol)
+        placed = client.submit(
+            symbol,
+            chosen_side,
+            quantity,
+            time_in_force=time_in_force,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            client_order_id=client_order_id,
+        )
+    if as_json:
+        _print_json(placed)
+    else:
+        typer.echo(describe(placed))
+
+
+def _default_time_in_force(client: BourseClient, symbol: str) -> TimeInForce:
+    # Crypto trades around the clock (Alpaca accepts only gtc and ioc for it); shares by day.
+    try:
+        asset = client.asset(symbol)
+    except ApiError as error:
+        if error.status == 404:
+            return "day"  # the order's own answer says which symbols are traded
+        raise
+    return "gtc" if asset.asset_class == "crypto" else "day"
+
+
+def list_orders(
+    status: Annotated[str, typer.Option(help="open, closed or all.")] = "open",
+    limit: Annotated[int, typer.Option(help="At most this many, newest first (1-500).")] = 50,
+    symbols: Annotated[
+        str | None, typer.Option(help="Only these symbols, comma-separated (e.g. AAPL,TSLA).")
+    ] = None,
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the account's orders, newest first."""
+    chosen = parse_choice("--status", status, STATUS_FILTERS)
+    if not 1 <= limit <= 500:
+        raise ConfigError("--limit", limit, "a number of orders from 1 to 500")
+    wanted = parse_symbols(symbols)
+    with _client(api, key_id, secret) as client:
+        found = client.orders(chosen, limit=limit, symbols=wanted)
+    if as_json:
+        _print_json(found)
+    else:
+        Console().print(orders_table(found, f"Orders ({chosen})"))
+
+
+def cancel(
+    order_id: Annotated[
+        str | None,
+        typer.Argument(help="The order's id, or the start of it (as `bourse orders` shows)."),
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Cancel every open order.")] = False,
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+) -> None:
+    """Cancel an open order, or all of them with --all."""
+    if (order_id is None) == (not every):
+        raise ConfigError("arguments", order_id or "none", "an order id, or --all (not both)")
+    with _client(api, key_id, secret) as client:
+        if order_id is not None:
+            full_id = _open_order_id(client, order_id)
+            client.cancel(full_id)
+            typer.echo(f"order {full_id}: {client.order(full_id).status}")
+            return
+        outcomes = client.cancel_all()
+    failed = [o for o in outcomes if o.error is not None]
+    for outcome in outcomes:
+        if outcome.order is not None:
+            typer.echo(f"order {outcome.id}: {outcome.order.status}")
+    for outcome in failed:
+        typer.echo(f"bourse: error: order {outcome.id}: {outcome.error}", err=True)
+    if not outcomes:
+        typer.echo("no open orders")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _open_order_id(client: BourseClient, given: str) -> str:
+    """A whole id as given; a shorter one is the start of exactly one open order's id."""
+    if len(given) >= FULL_ID:
+        return given
+    if len(given) < 4:
+        raise ConfigError("order id", given, "an order id, or at least its first 4 characters")
+    matches = [o.id for o in client.orders("open", limit=500) if o.id.startswith(given.lower())]
+    if len(matches) != 1:
+        found = "none does" if not matches else f"{len(matches)} do"
+        raise ConfigError("order id", given, f"the start of exactly one open order's id ({found})")
+    return matches[0]
+
+
+def positions(
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show open positions, marked at the latest reference price."""
+    with _client(api, key_id, secret) as client:
+        found = client.positions()
+    if as_json:
+        _print_json(found)
+    else:
+        Console().print(positions_table(found))
+
+
+def close(
+    symbol: Annotated[str, typer.Argument(help="The position's symbol.")],
+    qty: Annotated[str | None, typer.Option(help="Close only this quantity.")] = None,
+    percentage: Annotated[
+        str | None, typer.Option(help="Close only this percentage (0-100] of it.")
+    ] = None,
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close a position (all of it, or --qty or --percentage) with a market order."""
+    symbol = normalize_symbol(symbol)
+    if qty is not None and percentage is not None:
+        raise ConfigError("--qty and --percentage", "both", "one of them, or neither (all)")
+    amount = None if qty is None else parse_decimal("--qty", qty, "5")
+    share = None if percentage is None else parse_decimal("--percentage", percentage, "50")
+    with _client(api, key_id, secret) as client:
+        closing = client.close_position(symbol, qty=amount, percentage=share)
+    if as_json:
+        _print_json(closing)
+    else:
+        typer.echo(describe(closing))
+
+
+def account(
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the account: cash, buying power, equity, P&L, whether it may trade."""
+    with _client(api, key_id, secret) as client:
+        found = client.account()
+        held = [] if as_json else client.positions()
+    if as_json:
+        _print_json(found)
+        return
+    unrealized = sum((p.unrealized_pl or Decimal(0) for p in held), Decimal(0))
+    trading = "allowed"
+    if found.trading_blocked:
+        trading = f"[red]BLOCKED[/] ({found.blocked_reason or 'no reason given'})"
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column()
+    grid.add_column(justify="right")
+    rows = (
+        ("cash", _money(found.cash)),
+        ("buying power", _money(found.buying_power)),
+        ("equity", _money(found.equity)),
+        ("long market value", _money(found.long_market_value)),
+        ("short market value", _money(found.short_market_value)),
+        ("realized P&L", _pnl(found.realized_pl)),
+        ("unrealized P&L", _pnl(unrealized)),
+        ("trading", trading),
+        ("shorting", "enabled" if found.shorting_enabled else "disabled"),
+    )
+    for name, value in rows:
+        grid.add_row(name, value)
+    console = Console()
+    console.print(f"Account {found.id} ({found.status}, {found.currency})", highlight=False)
+    console.print(grid, highlight=False)
+
+
+# ---- administration ----
+
+
+def create_account(
+    cash: Annotated[str, typer.Option(help="Opening cash.")] = "100000",
+    shorting: Annotated[bool, typer.Option("--shorting", help="Allow short sales.")] = False,
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+) -> None:
+    """Open an account and print its id and API key as JSON (the secret is shown once)."""
+    opening = parse_decimal("--cash", cash, "100000")
+    with _client(api, key_id, secret, admin=True) as client:
+        _print_json(client.create_account(opening, shorting=shorting))
+
+
+def list_accounts(
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List every trading account."""
+    with _client(api, key_id, secret, admin=True) as client:
+        found = client.accounts()
+    if as_json:
+        _print_json(found)
+        return
+    table = _table(
+        "Accounts",
+        (
+            ("ID", "left"),
+            ("Cash", "right"),
+            ("Realized P&L", "right"),
+            ("Shorting", "left"),
+            ("Trading", "left"),
+        ),
+    )
+    for a in found:
+        table.add_row(
+            a.id,
+            _money(a.cash),
+            _pnl(a.realized_pl),
+            "yes" if a.shorting_enabled else "no",
+            "[red]blocked[/]" if a.trading_blocked else "allowed",
+        )
+    if not found:
+        table.caption = "no accounts"
+    Console().print(table)
+
+
+def deposit(
+    account_id: Annotated[str, typer.Argument(help="The account's id.")],
+    amount: Annotated[str, typer.Argument(help="Cash to add, e.g. 5000.")],
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+) -> None:
+    """Add cash to an account."""
+    cash = parse_decimal("amount", amount, "5000")
+    with _client(api, key_id, secret, admin=True) as client:
+        done = client.deposit(account_id, cash)
+    typer.echo(f"deposited {_money(done.amount)} into account {done.account_id}")

@@ -1,0 +1,234 @@
+"""End to end: trading through the real `bourse` CLI against one real `bourse up`.
+
+The platform runs without market data (`--rate 0`): no reference prices, so nothing but these
+tests' own orders is on the book (market makers, if `bourse up` runs them, have nothing to
+quote around); every fill below is between two accounts the tests opened themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.helpers import BOURSE, bourse, isolated_env, wait_for
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("trading")
+
+
+@pytest.fixture(scope="module")
+def env(workdir: Path) -> dict[str, str]:
+    return isolated_env(workdir / "home")
+
+
+@pytest.fixture(scope="module")
+def platform(env: dict[str, str], workdir: Path) -> Iterator[None]:
+    # Output to a file, not a pipe nobody reads: a full pipe would stall the platform.
+    with (workdir / "up.log").open("w") as log:
+        process = subprocess.Popen(
+            [BOURSE, "up", "--rate", "0"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    runtime = Path(env["BOURSE_HOME"]) / "runtime.json"
+    wait_for(lambda: runtime.exists() or process.poll() is not None, "runtime.json")
+    assert process.poll() is None, (workdir / "up.log").read_text()
+    yield
+    process.send_signal(signal.SIGTERM)
+    try:
+        assert process.wait(timeout=30) == 0, (workdir / "up.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def ok(*args: str, env: dict[str, str], key: dict[str, str] | None = None) -> str:
+    """Run `bourse ARGS` (as the account `key` if given); it must succeed; its stdout."""
+    result = bourse(*args, *as_account(key), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    return result.stdout
+
+
+def ok_json(*args: str, env: dict[str, str], key: dict[str, str] | None = None) -> Any:
+    return json.loads(ok(*args, "--json", env=env, key=key))
+
+
+def as_account(key: dict[str, str] | None) -> list[str]:
+    return [] if key is None else ["--key-id", key["key_id"], "--secret", key["secret"]]
+
+
+def new_account(env: dict[str, str], *options: str) -> dict[str, str]:
+    made: dict[str, str] = json.loads(ok("accounts", "create", *options, env=env))
+    assert set(made) == {"account_id", "key_id", "secret"}
+    return made
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bourse: error: "), result.stderr
+    return lines[0].removeprefix("bourse: error: ")
+
+
+def test_the_demo_account_has_its_opening_cash(platform: None, env: dict[str, str]) -> None:
+    shown = ok("account", env=env)
+    assert "cash" in shown and "100,000.00" in shown
+    assert "trading" in shown and "allowed" in shown
+    account = ok_json("account", env=env)
+    assert account["cash"] == "100000"
+    assert account["trading_blocked"] is False
+
+
+def test_a_limit_buy_below_the_market_rests_is_listed_and_cancels(
+    platform: None, env: dict[str, str]
+) -> None:
+    placed = ok_json("order", "buy", "AAPL", "10", "--limit", "100.00", env=env)
+    assert (placed["status"], placed["type"], placed["time_in_force"]) == ("new", "limit", "day")
+    assert (placed["qty"], placed["filled_qty"], placed["limit_price"]) == ("10", "0", "100.00")
+    order_id = placed["id"]
+
+    listed = ok("orders", env=env)
+    row = next(line for line in listed.splitlines() if order_id[:8] in line)
+    assert "AAPL" in row and "buy 10 limit 100.00 day" in row and "new" in row
+    assert order_id in [o["id"] for o in ok_json("orders", "--symbols", "AAPL", env=env)]
+
+    assert ok("cancel", order_id, env=env) == f"order {order_id}: canceled\n"
+    assert order_id not in [o["id"] for o in ok_json("orders", env=env)]
+    closed = {o["id"]: o["status"] for o in ok_json("orders", "--status", "closed", env=env)}
+    assert closed[order_id] == "canceled"
+
+
+def test_an_order_is_two_lines_for_a_human_and_cancel_all_cancels_it(
+    platform: None, env: dict[str, str]
+) -> None:
+    second = ok("order", "buy", "GOOGL", "2", "--limit", "50", "--tif", "gtc", env=env)
+    first_line, second_line = second.splitlines()
+    assert first_line == "new: buy 2 GOOGL limit 50, gtc"
+    assert second_line.startswith("filled 0 of 2 at avg -; order ")
+    second_id = second_line.rsplit(" ", 1)[1]
+    assert ok("cancel", "--all", env=env) == f"order {second_id}: canceled\n"
+    assert ok("cancel", "--all", env=env) == "no open orders\n"
+
+
+def test_accounts_create_prints_credentials_that_work(platform: None, env: dict[str, str]) -> None:
+    made = new_account(env, "--cash", "5000")
+    account = ok_json("account", env=env, key=made)
+    assert account["id"] == made["account_id"]
+    assert account["cash"] == "5000"
+    assert account["shorting_enabled"] is False
+
+    listed = {a["id"]: a["cash"] for a in ok_json("accounts", "list", env=env)}
+    assert listed[made["account_id"]] == "5000"
+    assert made["account_id"] in ok("accounts", "list", env=env)
+
+    shown = ok("accounts", "deposit", made["account_id"], "250.50", env=env)
+    assert shown == f"deposited 250.50 into account {made['account_id']}\n"
+    assert ok_json("account", env=env, key=made)["cash"] == "5250.50"
+
+
+@dataclass(frozen=True)
+class Trade:
+    seller: dict[str, str]
+    buyer: dict[str, str]
+    resting: dict[str, Any]  # the seller's order as `order --json` answered it
+    taking: str  # the buyer's `order` output
+
+
+@pytest.fixture(scope="module")
+def trade(platform: None, env: dict[str, str]) -> Trade:
+    """A short sale resting on the book, then a buy by another account that crosses it."""
+    seller = new_account(env, "--cash", "100000", "--shorting")
+    buyer = new_account(env, "--cash", "100000")
+    resting = ok_json("order", "sell", "MSFT", "3", "--limit", "420.00", env=env, key=seller)
+    taking = ok("order", "buy", "MSFT", "3", "--limit", "420.00", env=env, key=buyer)
+    return Trade(seller, buyer, resting, taking)
+
+
+def test_a_sell_and_a_crossing_buy_by_two_accounts_fill_each_other(
+    trade: Trade, env: dict[str, str]
+) -> None:
+    assert trade.resting["status"] == "new"
+    # The gateway answers once the engine has first spoken: usually with the fill, but the
+    # acceptance can come a moment before it, so the answer may still say `new`.
+    status, what = trade.taking.splitlines()[0].split(": ")
+    assert what == "buy 3 MSFT limit 420.00, day" and status in ("new", "filled"), trade.taking
+    if status == "filled":
+        assert trade.taking.splitlines()[1].startswith("filled 3 of 3 at avg 420.00; order ")
+    bought_id = trade.taking.splitlines()[1].rsplit(" ", 1)[1]
+    for key, order_id in ((trade.seller, trade.resting["id"]), (trade.buyer, bought_id)):
+        done = ok_json("orders", "--status", "closed", env=env, key=key)
+        assert [(o["id"], o["status"], o["filled_qty"], o["filled_avg_price"]) for o in done] == [
+            (order_id, "filled", "3", "420.00")
+        ]
+
+
+def test_positions_show_both_sides_of_the_trade(trade: Trade, env: dict[str, str]) -> None:
+    held = ok_json("positions", env=env, key=trade.buyer)
+    assert [(p["symbol"], p["qty"], p["avg_entry_price"]) for p in held] == [
+        ("MSFT", "3", "420.00")
+    ]
+    short = ok_json("positions", env=env, key=trade.seller)
+    assert [(p["symbol"], p["qty"], p["side"]) for p in short] == [("MSFT", "-3", "short")]
+    table = ok("positions", env=env, key=trade.buyer)
+    assert any(line.split()[:3] == ["MSFT", "3", "420.00"] for line in table.splitlines())
+    assert ok_json("account", env=env, key=trade.buyer)["cash"] == "98740.00"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["order", "buy", "AAPL", "0"], 1, "qty must be > 0, got 0"),
+        (["order", "buy", "NOPE", "1", "--limit", "1"], 1, "asset 'NOPE' not found (tradable: "),
+        (["order", "buy", "AAPL", "1", "--limit", "abc"], 2, "invalid --limit: 'abc'"),
+        (["order", "hold", "AAPL", "1"], 2, "invalid side: 'hold'; accepted: buy, sell"),
+        (["order", "buy", "AAPL", "1"], 1, "no reference price for AAPL"),
+        (["orders", "--status", "done"], 2, "accepted: open, closed, all"),
+        (["cancel"], 2, "an order id, or --all"),
+        (["cancel", "ffffffff"], 2, "exactly one open order's id (none does)"),
+        (["cancel", "00000000-0000-0000-0000-000000000000"], 1, "not found"),
+        (["close", "TSLA"], 1, "position does not exist: TSLA"),
+        (["close", "TSLA", "--qty", "1", "--percentage", "5"], 2, "--qty and --percentage"),
+        (["account", "--key-id", "PKNOPE", "--secret", "nope"], 1, "unknown API key"),
+        (["account", "--key-id", "PKNOPE"], 2, "both --key-id and --secret"),
+        (["accounts", "create", "--cash", "-5"], 1, "got -5"),
+    ],
+)
+def test_bad_input_gets_one_line_that_says_what_is_wrong(
+    platform: None, env: dict[str, str], args: list[str], code: int, says: str
+) -> None:
+    result = bourse(*args, env=env)
+    assert result.returncode == code, result.stderr
+    assert says in one_error_line(result)
+
+
+def test_an_account_key_is_not_an_admin_key(platform: None, env: dict[str, str]) -> None:
+    trader = new_account(env)
+    result = bourse("accounts", "list", *as_account(trader), env=env)
+    assert result.returncode == 1
+    assert one_error_line(result) == "this endpoint needs an admin key"
+
+
+def test_without_a_platform_the_error_says_how_to_start_one(workdir: Path) -> None:
+    env = isolated_env(workdir / "nothing-here")
+    result = bourse("account", env=env)
+    assert result.returncode == 2
+    assert "no platform to connect to: start one with `bourse up`" in one_error_line(result)
+
+    refused = bourse("positions", "--api", "http://127.0.0.1:1", env=env)
+    assert refused.returncode == 2
+    assert "no API key for http://127.0.0.1:1" in one_error_line(refused)
+
+    env |= {"APCA_API_KEY_ID": "PKX", "APCA_API_SECRET_KEY": "x"}
+    refused = bourse("positions", "--api", "http://127.0.0.1:1", env=env)
+    assert refused.returncode == 2
+    message = one_error_line(refused)
+    assert "cannot reach the Bourse API at http://127.0.0.1:1 (connection refused)" in message
+    assert "`bourse up`" in message
