@@ -91,3 +91,14 @@ async def test_cancel_then_cancel_again(exchange: ExchangeStack) -> None:
     assert again.status_code == 422
     account = (await alice.http.get("/v2/account")).json()
     assert account["buying_power"] == account["cash"]
+
+
+async def test_orders_can_be_listed_by_side(exchange: ExchangeStack) -> None:
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader(shorting=True)
+    await alice.http.post("/v2/orders", json=limit("AAPL", "buy", "1", "100.00"))
+    await alice.http.post("/v2/orders", json=limit("AAPL", "sell", "1", "200.00"))
+    sells = (await alice.http.get("/v2/orders", params={"side": "sell"})).json()
+    assert [o["side"] for o in sells] == ["sell"]
+    bad = await alice.http.get("/v2/orders", params={"side": "short"})
+    assert bad.status_code == 422

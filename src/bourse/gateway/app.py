@@ -43,6 +43,8 @@ from bourse.model.instruments import AssetClass, Instrument
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes; an order is a few hundred
+MAX_CASH = Decimal(10) ** 12  # dollars in one deposit
+CENT = Decimal("0.01")
 
 
 @dataclass
@@ -106,7 +108,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.limit)
             return message
 
         try:
@@ -115,8 +117,12 @@ class BodyLimit:
             await _too_large(self.limit)(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    # An HTTPException, so FastAPI's body parsing passes it on to the handler (another
+    # exception there becomes "400 There was an error parsing the body").
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+        self.limit = limit
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -138,7 +144,7 @@ def _validation_message(error: RequestValidationError) -> tuple[int, str]:
         if item.get("type") == "extra_forbidden":
             message = "unknown field"
         if item.get("type") == "model_attributes_type" or (
-            item.get("type") == "dict_type" and not location
+            item.get("type") in ("dict_type", "missing") and not location
         ):
             status = 400
             message = "the body must be a JSON object"
@@ -156,12 +162,19 @@ def install_error_handlers(app: FastAPI) -> None:
         status, message = _validation_message(error)
         return errors.ApiError(status, message, reason="invalid_request").response()
 
+    @app.exception_handler(_BodyTooLarge)
+    async def _body_too_large(_: Request, error: _BodyTooLarge) -> Response:
+        return _too_large(error.limit)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> Response:
         message = error.detail if isinstance(error.detail, str) else "request failed"
         if error.status_code == 404 and message == "Not Found":
             message = "endpoint not found"
-        return errors.ApiError(error.status_code, message).response()
+        reason = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            error.status_code
+        )
+        return errors.ApiError(error.status_code, message, reason=reason).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
@@ -187,6 +200,14 @@ def _ns(text: str | None, name: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1_000_000) * 1_000
+
+
+def _check_cash(name: str, amount: Decimal, *, minimum: Decimal) -> None:
+    # quantize, not a modulo: 1E-9999999 % 0.01 underflows to 0 and would pass for a cent.
+    if not minimum <= amount <= MAX_CASH or amount != amount.quantize(CENT):
+        raise errors.unprocessable(
+            f"{name} must be a whole number of cents from {minimum} to {MAX_CASH:f}, got {amount}"
+        )
 
 
 def _json_decimal(value: Decimal) -> str:
@@ -391,6 +412,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
         until: str | None = None,
         direction: Literal["asc", "desc"] = "desc",
         symbols: str | None = None,
+        side: Literal["buy", "sell"] | None = None,
         nested: bool = False,
     ) -> list[dict[str, Any]]:
         wanted = None
@@ -406,6 +428,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
                 until=_ns(until, "until"),
                 direction=direction,
                 symbols=wanted,
+                side=side,
             )
         except InvalidQuery as error:
             raise errors.unprocessable(str(error)) from None
@@ -489,20 +512,23 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     async def close(
         account_id: str, instrument: Instrument, qty: Decimal | None, percentage: Decimal | None
     ) -> Order:
+        # The parameters are checked before the position, so a bad one is 422 either way.
+        if qty is not None and percentage is not None:
+            raise errors.unprocessable("give qty or percentage, not both")
+        if qty is not None and qty <= 0:
+            raise errors.unprocessable(f"qty must be > 0, got {qty}")
+        if percentage is not None and not 0 < percentage <= 100:
+            raise errors.unprocessable(f"percentage must be in (0, 100], got {percentage}")
         found = await desk.read(queries.get_position, account_id, instrument.symbol)
         if found is None or found.qty == 0:
             raise errors.not_found(f"position does not exist: {instrument.symbol}")
         held = abs(found.qty)
-        if qty is not None and percentage is not None:
-            raise errors.unprocessable("give qty or percentage, not both")
         amount = held
         if qty is not None:
-            if qty <= 0 or qty > held:
-                raise errors.unprocessable(f"qty must be > 0 and at most {held}, got {qty}")
+            if qty > held:
+                raise errors.unprocessable(f"qty must be at most {held}, got {qty}")
             amount = qty
         elif percentage is not None:
-            if not 0 < percentage <= 100:
-                raise errors.unprocessable(f"percentage must be in (0, 100], got {percentage}")
             amount = (held * percentage / 100 / instrument.lot_size).to_integral_value(
                 ROUND_DOWN
             ) * instrument.lot_size
@@ -599,8 +625,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     @app.post("/admin/accounts", status_code=201, summary="Open an account and make its key")
     async def create_account(_: Admin, body: Annotated[CreateAccountRequest, Body()]) -> Any:
-        if body.cash < 0:
-            raise errors.unprocessable(f"cash must be >= 0, got {body.cash}")
+        _check_cash("cash", body.cash, minimum=Decimal(0))
         credentials = await open_account(
             ctx, cash=body.cash, shorting_enabled=body.shorting_enabled, role=body.role
         )
@@ -624,8 +649,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     @app.post("/admin/accounts/{account_id}/deposits", summary="Add cash to an account")
     async def deposit(_: Admin, account_id: str, body: Annotated[DepositRequest, Body()]) -> Any:
-        if body.amount <= 0:
-            raise errors.unprocessable(f"amount must be > 0, got {body.amount}")
+        _check_cash("amount", body.amount, minimum=CENT)
         account = await desk.read(queries.get_account, account_id)
         if account is None:
             raise errors.not_found(f"account {account_id} not found")

@@ -15,10 +15,11 @@ the journal and will be processed; the client gets it as `pending_new` (or as fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
@@ -104,6 +105,14 @@ def _engine_spoke(events: list[orders.OrdersEvent]) -> bool:
     )
 
 
+def _only_accepted(events: list[orders.OrdersEvent]) -> bool:
+    """The engine accepted the order and nothing after that was seen yet."""
+    return any(isinstance(e, orders.OrderAccepted) for e in events) and not any(
+        isinstance(e, orders.Execution | orders.OrderCancelled | orders.OrderRejected)
+        for e in events
+    )
+
+
 def _rejection(events: list[orders.OrdersEvent]) -> orders.OrderRejected | None:
     for event in events:
         if isinstance(event, orders.OrderRejected):
@@ -148,6 +157,7 @@ class OrderDesk:
         decision_timeout: float = 10.0,
         engine_timeout: float = 2.0,
         publish_timeout: float = 5.0,
+        sync: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=publish_timeout)
@@ -156,6 +166,8 @@ class OrderDesk:
         self.instruments = {i.symbol: i for i in instruments}
         self._decision_timeout = decision_timeout
         self._engine_timeout = engine_timeout
+        # Waits until the read model has applied ORDERS up to its end as of the call.
+        self._sync = sync
         self._waiters: dict[str, list[_Waiter]] = {}
 
     # ---- the read model tells the desk what it applied ----
@@ -216,15 +228,17 @@ class OrderDesk:
             raise errors.unprocessable(
                 f"qty must be > 0, got {qty}", reason=str(RejectCode.INVALID_QUANTITY)
             )
-        if qty % instrument.lot_size != 0:
+        # Bounded on both sides before the modulo: the remainder of 1E+30 by a lot overflows
+        # the decimal context, and that of 1E-9999999 underflows to 0 (a "multiple").
+        if qty > Decimal(10) ** 12:
+            raise errors.unprocessable(
+                f"qty {qty} is beyond any order size", reason=str(RejectCode.INVALID_QUANTITY)
+            )
+        if qty < instrument.lot_size or qty % instrument.lot_size != 0:
             raise errors.unprocessable(
                 f"qty {qty} is not a multiple of {instrument.symbol}'s lot size "
                 f"{instrument.lot_size}",
                 reason=str(RejectCode.INVALID_QUANTITY),
-            )
-        if qty > Decimal(10) ** 12:
-            raise errors.unprocessable(
-                f"qty {qty} is beyond any order size", reason=str(RejectCode.INVALID_QUANTITY)
             )
 
     @staticmethod
@@ -235,15 +249,15 @@ class OrderDesk:
             raise errors.unprocessable(
                 f"{name} must be > 0, got {price}", reason=str(RejectCode.INVALID_PRICE)
             )
-        if price % instrument.tick_size != 0:
+        if price > Decimal(10) ** 12:  # bounded before the modulo, as quantities are
+            raise errors.unprocessable(
+                f"{name} {price} is beyond any price", reason=str(RejectCode.INVALID_PRICE)
+            )
+        if price < instrument.tick_size or price % instrument.tick_size != 0:
             raise errors.unprocessable(
                 f"{name} {price} is not a multiple of {instrument.symbol}'s tick size "
                 f"{instrument.tick_size}",
                 reason=str(RejectCode.INVALID_PRICE),
-            )
-        if price > Decimal(10) ** 12:
-            raise errors.unprocessable(
-                f"{name} {price} is beyond any price", reason=str(RejectCode.INVALID_PRICE)
             )
 
     def _check_kind(
@@ -309,6 +323,12 @@ class OrderDesk:
                 raise rejection_error(rejected)
             if _decided(waiter.events):
                 await waiter.until(_engine_spoke, self._engine_timeout)
+                if self._sync is not None and _only_accepted(waiter.events):
+                    # The engine's fills for this order follow its acceptance on the journal
+                    # and may sit in the read model's next batch: let it catch up, so the
+                    # answer says `filled` when the order filled.
+                    with contextlib.suppress(TimeoutError):
+                        await self._sync(self._engine_timeout)
         finally:
             self._unwatch(order_id, waiter)
         found = await self.read(queries.get_order, account_id, order_id)

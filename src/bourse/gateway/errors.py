@@ -42,7 +42,7 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def bad_request(message: str, reason: str | None = None) -> ApiError:
+def bad_request(message: str, reason: str = "invalid_request") -> ApiError:
     return ApiError(400, message, reason=reason)
 
 
@@ -58,7 +58,7 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, message, reason="not_found")
 
 
-def unprocessable(message: str, reason: str | None = None) -> ApiError:
+def unprocessable(message: str, reason: str = "invalid_request") -> ApiError:
     return ApiError(422, message, reason=reason)
 
 

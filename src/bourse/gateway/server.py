@@ -27,6 +27,7 @@ from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.migrations import migrate
 from bourse.accounts.readmodel.service import ReadModelService
 from bourse.analytics.reference import ReferencePrices, follow_reference
+from bourse.bus.streams import ORDERS
 from bourse.errors import ConfigError
 from bourse.gateway.app import MAX_BODY, BodyLimit, GatewayContext, create_app
 from bourse.gateway.auth import Authenticator, RateLimiter
@@ -96,7 +97,9 @@ class Gateway:
             "read model at schema version %d (%s)", version, self.db.engine.url.render_as_string()
         )
         self._prices_sub = await follow_reference(self._nc, self.prices)
-        desk = OrderDesk(self._nc, self.db, self.prices, self._instruments)
+        desk = OrderDesk(
+            self._nc, self.db, self.prices, self._instruments, sync=self._orders_applied
+        )
         self.readmodel = ReadModelService(self._nc, self.db, instruments=self._instruments)
         self.readmodel.add_listener(desk.on_applied)
         self.trade_updates = TradeUpdates(self.db)
@@ -133,6 +136,11 @@ class Gateway:
             await asyncio.sleep(0.01)  # uvicorn offers no start event to wait on
         log.info("gateway listening on %s", self.url)
         return self
+
+    async def _orders_applied(self, timeout: float) -> None:
+        """Until the read model has applied ORDERS up to its end as of now."""
+        if self.readmodel is not None:
+            await self.readmodel.wait_caught_up(timeout, streams=(ORDERS.name,))
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET

@@ -95,6 +95,7 @@ def list_orders(
     until: int | None = None,
     direction: Direction = "desc",
     symbols: Sequence[str] | None = None,
+    side: str | None = None,
 ) -> list[Order]:
     """The account's orders, as GET /v2/orders lists them.
 
@@ -119,6 +120,10 @@ def list_orders(
         query = query.where(orders.c.submitted_at < until)
     if symbols:
         query = query.where(orders.c.symbol.in_(sorted(set(symbols))))
+    if side is not None:
+        if side not in ("buy", "sell"):
+            raise InvalidQuery("side", side, "buy or sell")
+        query = query.where(orders.c.side == side)
     if direction == "asc":
         query = query.order_by(orders.c.submitted_at.asc(), orders.c.id.asc())
     else:

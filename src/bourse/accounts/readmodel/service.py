@@ -207,18 +207,22 @@ class ReadModelService:
         for reader in self._readers:
             await reader.drop_consumer()
 
-    async def wait_caught_up(self, timeout: float = 30.0) -> None:
-        """Wait until both streams are applied up to their last sequence as of the call;
-        raise TimeoutError after `timeout`."""
+    async def wait_caught_up(
+        self, timeout: float = 30.0, *, streams: Iterable[str] | None = None
+    ) -> None:
+        """Wait until the streams (default: both) are applied up to their last sequence as of
+        the call; raise TimeoutError after `timeout`."""
+        wanted = set(streams) if streams is not None else None
+        readers = [r for r in self._readers if wanted is None or r.stream in wanted]
         try:
             async with asyncio.timeout(timeout):
-                targets = [await self._stream_end(reader.stream) for reader in self._readers]
+                targets = [await self._stream_end(reader.stream) for reader in readers]
                 while True:
                     self._raise_failure()
                     progress = self._progress
                     if all(
                         reader.stats.last_sequence >= target
-                        for reader, target in zip(self._readers, targets, strict=True)
+                        for reader, target in zip(readers, targets, strict=True)
                     ):
                         return
                     await progress.wait()
