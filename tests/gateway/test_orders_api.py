@@ -102,3 +102,18 @@ async def test_orders_can_be_listed_by_side(exchange: ExchangeStack) -> None:
     assert [o["side"] for o in sells] == ["sell"]
     bad = await alice.http.get("/v2/orders", params={"side": "short"})
     assert bad.status_code == 422
+
+
+async def test_a_body_sent_as_a_form_or_untyped_is_read_as_json(exchange: ExchangeStack) -> None:
+    """curl -d sends application/x-www-form-urlencoded; Alpaca reads the JSON all the same."""
+    import json
+
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader()
+    body = json.dumps(limit("AAPL", "buy", "1", "100.00")).encode()
+    for content_type in ("application/x-www-form-urlencoded", None):
+        headers = {"content-type": content_type} if content_type else {}
+        answer = await alice.http.post("/v2/orders", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+    text = await alice.http.post("/v2/orders", content=body, headers={"content-type": "text/plain"})
+    assert text.status_code == 400

@@ -85,8 +85,13 @@ class DepositRequest(BaseModel):
 # ---- the edges: body size, errors ----
 
 
+_JSON_BY_DEFAULT = (b"", b"application/x-www-form-urlencoded")
+
+
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413 before any handler reads them."""
+    """Refuse bodies over `limit` bytes with 413 before any handler reads them; read a body
+    sent without a content type, or as a form (curl's `-d` default), as JSON, as Alpaca does.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
         self.app = app
@@ -96,7 +101,14 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type in _JSON_BY_DEFAULT and scope.get("method") in ("POST", "PATCH"):
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v) for k, v in scope.get("headers", []) if k != b"content-type"
+            ] + [(b"content-type", b"application/json")]
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await _too_large(self.limit)(scope, receive, send)
             return
