@@ -30,7 +30,7 @@ from nats.js.errors import Error as JetStreamError
 
 from bourse.accounts.readmodel import queries
 from bourse.accounts.readmodel.database import Database
-from bourse.accounts.readmodel.projector import ReadModelEvent
+from bourse.accounts.readmodel.projector import ReadModelEvent, new_order_row
 from bourse.accounts.readmodel.rows import Order
 from bourse.analytics.reference import ReferencePrices
 from bourse.bus.streams import ORDERS
@@ -468,23 +468,4 @@ class OrderDesk:
 
 
 def _pending(event: orders.OrderSubmitted, instrument: Instrument) -> Order:
-    return Order(
-        id=event.order_id,
-        client_order_id=event.client_order_id,
-        account_id=event.account_id,
-        symbol=event.symbol,
-        asset_class=instrument.asset_class.value,
-        side=event.side,
-        type=event.kind,
-        time_in_force=event.time_in_force,
-        qty=event.qty,
-        filled_qty=Decimal(0),
-        filled_notional=Decimal(0),
-        filled_avg_price=None,
-        limit_price=event.limit_price,
-        stop_price=event.stop_price,
-        status="pending_new",
-        created_at=event.ts,
-        updated_at=event.ts,
-        submitted_at=event.ts,
-    )
+    return new_order_row(event, instrument.asset_class.value)

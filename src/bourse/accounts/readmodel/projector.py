@@ -153,26 +153,31 @@ class Projector:
         return [_claim_client_order_id(order, view)]
 
     def _new_order(self, event: orders.OrderSubmitted) -> Order:
-        return Order(
-            id=event.order_id,
-            client_order_id=event.client_order_id,
-            account_id=event.account_id,
-            symbol=event.symbol,
-            asset_class=self._asset_classes.get(event.symbol, DEFAULT_ASSET_CLASS),
-            side=event.side,
-            type=event.kind,
-            time_in_force=event.time_in_force,
-            qty=event.qty,
-            filled_qty=ZERO,
-            filled_notional=ZERO,
-            filled_avg_price=None,
-            limit_price=event.limit_price,
-            stop_price=event.stop_price,
-            status="pending_new",
-            created_at=event.ts,
-            updated_at=event.ts,
-            submitted_at=event.ts,
-        )
+        return new_order_row(event, self._asset_classes.get(event.symbol, DEFAULT_ASSET_CLASS))
+
+
+def new_order_row(event: orders.OrderSubmitted, asset_class: str) -> Order:
+    """The row of an order just submitted (`pending_new`)."""
+    return Order(
+        id=event.order_id,
+        client_order_id=event.client_order_id,
+        account_id=event.account_id,
+        symbol=event.symbol,
+        asset_class=asset_class,
+        side=event.side,
+        type=event.kind,
+        time_in_force=event.time_in_force,
+        qty=event.qty,
+        filled_qty=ZERO,
+        filled_notional=ZERO,
+        filled_avg_price=None,
+        limit_price=event.limit_price,
+        stop_price=event.stop_price,
+        status="pending_new",
+        created_at=event.ts,
+        updated_at=event.ts,
+        submitted_at=event.ts,
+    )
 
 
 _Struct = TypeVar("_Struct", Account, Order)
