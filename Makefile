@@ -27,6 +27,7 @@ test: setup
 	$(BIN)/pytest -q
 
 bench: setup
+	$(UV) sync --frozen --quiet --inexact --group peers
 	$(BIN)/python -m benchmarks
 
 lint: setup
