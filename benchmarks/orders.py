@@ -163,8 +163,16 @@ async def serve_exchange(nats_url: str, home: str) -> None:
         service.name: {"applied": service.stats.applied, "published": service.stats.published}
         for service in (accounts, engine)
     }
+    assert gateway.readmodel is not None
+    read_model = {
+        stream: {"applied": stats.applied, "batches": stats.batches}
+        for stream, stats in gateway.readmodel.stats.items()
+    }
     rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps({"services": counts, "peak_rss_mb": rss_mb}), flush=True)
+    print(
+        json.dumps({"services": counts, "read_model": read_model, "peak_rss_mb": rss_mb}),
+        flush=True,
+    )
     await nc.drain()
 
 
@@ -193,10 +201,14 @@ async def _quote_reference(nc: NATS, gateway: Gateway) -> None:
     raise RuntimeError(f"the gateway never saw the reference price of {SYMBOL}")
 
 
+# BOURSE_PROFILE=<path> in the environment: cProfile the whole exchange process, every thread,
+# into <path> (benchmarks/profiling.py).
 EXCHANGE = (
-    "import asyncio, sys\n"
+    "import asyncio, os, sys\n"
     "from benchmarks.orders import serve_exchange\n"
-    "asyncio.run(serve_exchange(sys.argv[1], sys.argv[2]))\n"
+    "from benchmarks.profiling import PROFILE_ENV, profiled\n"
+    "with profiled(os.environ.get(PROFILE_ENV)):\n"
+    "    asyncio.run(serve_exchange(sys.argv[1], sys.argv[2]))\n"
 )
 
 

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bourse.accounts.ledger import Ledger
+from bourse.accounts.ledger import ZERO, Ledger
 
 
 def test_buy_then_sell_realizes_pnl_and_nets_to_flat() -> None:
@@ -91,3 +92,92 @@ def test_cash_and_positions_are_conserved_across_accounts(trades: list) -> None:
         assert sum(ledger.position(symbol).qty for ledger in ledgers) == 0
     # Valued at the last trade price, total equity is what was deposited: nothing is created.
     assert sum(ledger.equity(last_price) for ledger in ledgers) == 4 * D("1000000")
+
+
+def _amounts(low: str, high: str) -> st.SearchStrategy[D]:
+    # Varied places, so the totals' exponents (their text: 100 or 100.00) are exercised too.
+    return st.integers(0, 4).flatmap(
+        lambda places: st.decimals(min_value=D(low), max_value=D(high), places=places)
+    )
+
+
+_order_ids = st.sampled_from([f"o{i}" for i in range(6)])
+_operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("reserve"),
+            _order_ids,
+            st.sampled_from(["AAPL", "MSFT"]),
+            st.sampled_from([1, -1]),
+            _amounts("0.0001", "20"),
+            _amounts("0.01", "500"),
+        ),
+        st.tuples(st.just("release"), _order_ids),
+        st.tuples(st.just("rename"), _order_ids, _order_ids, _amounts("0.0001", "20")),
+        st.tuples(
+            st.just("fill"),
+            _order_ids,
+            st.sampled_from(["AAPL", "MSFT"]),
+            st.sampled_from([1, -1]),
+            _amounts("0.0001", "10"),
+            _amounts("0.01", "500"),
+        ),
+        st.tuples(st.just("hold"), _order_ids, _amounts("0", "1000")),
+        st.tuples(st.just("release_hold"), _order_ids),
+    ),
+    max_size=40,
+)
+
+
+def _summed_cash(ledger: Ledger) -> D:
+    reserved = sum((r.cash for r in ledger.reservations.values()), ZERO)
+    return reserved + sum(ledger.holds.values(), ZERO)
+
+
+def _summed_shares(ledger: Ledger, symbol: str) -> D:
+    return sum((r.shares for r in ledger.reservations.values() if r.symbol == symbol), ZERO)
+
+
+def _assert_totals_are_the_sums(ledger: Ledger) -> None:
+    # Equal as text, not only as numbers: 100.00 and 100 read differently in a message.
+    assert str(ledger.reserved_cash) == str(_summed_cash(ledger))
+    assert str(ledger.buying_power) == str(ledger.cash - _summed_cash(ledger))
+    for symbol in ("AAPL", "MSFT"):
+        assert str(ledger.reserved_shares(symbol)) == str(_summed_shares(ledger, symbol))
+        long = max(ZERO, ledger.position(symbol).qty)
+        assert str(ledger.sellable(symbol)) == str(long - _summed_shares(ledger, symbol))
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations=_operations)
+def test_running_totals_always_equal_the_sums_over_reservations_and_holds(
+    operations: list,  # type: ignore[type-arg]
+) -> None:
+    ledger = Ledger("a", cash=D("100000"), shorting_enabled=True)
+    for operation in operations:
+        match operation:
+            case ("reserve", order_id, symbol, side, qty, price):
+                ledger.reserve(order_id, symbol, side, qty, price)
+            case ("release", order_id):
+                ledger.release(order_id)
+            case ("rename", order_id, new_order_id, qty):
+                if order_id in ledger.reservations:
+                    price = ledger.reservations[order_id].price
+                    ledger.rename_reservation(order_id, new_order_id, qty, price)
+            case ("fill", order_id, symbol, side, qty, price):
+                reservation = ledger.reservations.get(order_id)
+                if reservation is not None:  # a fill is of the order's own symbol and side
+                    symbol, side = reservation.symbol, reservation.side
+                    qty = min(qty, reservation.remaining)
+                ledger.apply_fill(order_id, symbol, side, qty, price)
+            case ("hold", order_id, amount):
+                ledger.hold(order_id, amount)
+            case ("release_hold", order_id):
+                ledger.release_hold(order_id)
+        _assert_totals_are_the_sums(ledger)
+    # A ledger decoded from a snapshot (msgpack, as accounts/snapshot.py stores it) rebuilds
+    # the same totals from the reservations and holds it holds.
+    restored = msgspec.msgpack.decode(msgspec.msgpack.encode(ledger), type=Ledger)
+    assert restored == ledger
+    _assert_totals_are_the_sums(restored)
+    assert str(restored.reserved_cash) == str(ledger.reserved_cash)

@@ -488,9 +488,10 @@ async def test_stop_during_flow_settles_everything_in_hand(
     assert [m.seq for m in first] == list(range(1, len(first) + 1))
     assert info.ack_floor is not None and info.ack_floor.stream_seq == len(first)
     if isinstance(consumer, PushConsumer):
-        # JetStream pushes without being asked, so a message it sent as the subscription
-        # closed may never have arrived; it stays pending until ack_wait, then comes again.
-        assert info.num_ack_pending <= 1
+        # JetStream pushes without being asked, so messages it sent as the subscription
+        # closed may never have arrived (a burst, up to max_ack_pending); they stay pending
+        # until ack_wait, then come again (checked below: nothing is lost).
+        assert info.num_ack_pending <= 20
     else:
         assert info.num_ack_pending == 0
 

@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from bourse.bus.fold import INPUT_SEQ_HEADER, FoldError, FoldService
+from bourse.bus.fold import INPUT_SEQ_HEADER, FoldError, FoldService, subject_matcher
 from bourse.bus.publisher import MSG_ID_HEADER
 from bourse.bus.snapshots import FoldSnapshot, SnapshotError, SnapshotStore
 from tests.conftest import eventually
@@ -250,3 +252,32 @@ async def test_a_journal_that_lost_its_beginning_is_not_folded_without_a_snapsho
     await streams.purge_stream(INPUTS, keep=1)
     with pytest.raises(FoldError, match="starts at sequence 3"):
         await totals(nc).start()
+
+
+def _token_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching, token by token: what subject_matcher must agree with."""
+    tokens, wanted = subject.split("."), pattern.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or token not in ("*", tokens[index]):
+            return False
+    return len(tokens) == len(wanted)
+
+
+_tokens = st.sampled_from(["orders", "new", "executed", "x", "x-1", "a+b", "$JS"])
+_subjects = st.lists(_tokens, min_size=1, max_size=5).map(".".join)
+_filters = st.lists(
+    st.lists(st.one_of(_tokens, st.just("*")), min_size=1, max_size=4).flatmap(
+        lambda head: st.sampled_from([head, [*head, ">"]])
+    ),
+    min_size=1,
+    max_size=4,
+).map(lambda filters: [".".join(tokens) for tokens in filters])
+
+
+@settings(max_examples=500, deadline=None)
+@given(filters=_filters, subject=_subjects)
+def test_subject_matcher_matches_as_nats_does(filters: list[str], subject: str) -> None:
+    expected = any(_token_matches(pattern, subject) for pattern in filters)
+    assert (subject_matcher(filters).fullmatch(subject) is not None) == expected

@@ -241,7 +241,7 @@ class AccountsCore:
                 refused.code,
                 refused.message,
             )
-        ledger.holds[order.order_id] = extra
+        ledger.hold(order.order_id, extra)
         return (
             subjects.order_outcome("validated", order.order_id),
             orders.ReplaceValidated(
@@ -289,7 +289,7 @@ class AccountsCore:
         if order is None:
             return
         ledger = self.ledgers[order.account_id]
-        ledger.holds.pop(event.order_id, None)
+        ledger.release_hold(event.order_id)
         instrument = self.instruments[order.symbol]
         order.order_id, order.qty, order.leaves = event.new_order_id, event.qty, event.leaves_qty
         order.limit_price, order.stop_price = event.limit_price, event.stop_price
@@ -311,12 +311,12 @@ class AccountsCore:
         if order is not None and order.account_id in self.ledgers:
             ledger = self.ledgers[order.account_id]
             ledger.release(order_id)
-            ledger.holds.pop(order_id, None)
+            ledger.release_hold(order_id)
 
     def _drop_hold(self, order_id: str) -> None:
         order = self.open_orders.get(order_id)
         if order is not None:
-            self.ledgers[order.account_id].holds.pop(order_id, None)
+            self.ledgers[order.account_id].release_hold(order_id)
 
     # ---- checks ----
 

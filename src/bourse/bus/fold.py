@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -126,11 +126,23 @@ class _CreateScan(msgspec.Struct, frozen=True):
     config: _ScanConfig
 
 
-def _tokens(pattern: str) -> tuple[str, ...]:
-    return tuple(subjects.check_filter(pattern).split("."))
+_ANY_TOKEN = r"[^.]*"  # `*`: one token
+_REST = r"[^.]*(?:\.[^.]*)*"  # `>`: one token or more
 
 
-def _local_patterns(filters: tuple[str, ...]) -> list[tuple[str, ...]] | None:
+def subject_matcher(filters: Iterable[str]) -> re.Pattern[str]:
+    """One regular expression whose `fullmatch` is true for the subjects any of `filters`
+    matches: `*` is one token, `>` one or more at the end. (Every input and output of a fold
+    is matched; one compiled expression costs a fraction of comparing tokens in Python.)"""
+    alternatives = []
+    for pattern in filters:
+        tokens = subjects.check_filter(pattern).split(".")
+        parts = [_ANY_TOKEN if t == "*" else _REST if t == ">" else re.escape(t) for t in tokens]
+        alternatives.append(r"\.".join(parts))
+    return re.compile("|".join(f"(?:{alternative})" for alternative in alternatives))
+
+
+def _local_matcher(filters: tuple[str, ...]) -> re.Pattern[str] | None:
     """The filters to match here, or None to let the server filter.
 
     nats-server (2.15) serves a consumer with several wildcard filters some 50 times slower
@@ -138,21 +150,11 @@ def _local_patterns(filters: tuple[str, ...]) -> list[tuple[str, ...]] | None:
     measured 1.6k against 80k messages a second. So one filter goes to the server and
     several are matched here, on the unfiltered stream.
     """
-    return [_tokens(f) for f in filters] if len(filters) > 1 else None
+    return subject_matcher(filters) if len(filters) > 1 else None
 
 
 def _server_filter(filters: tuple[str, ...]) -> tuple[str, ...] | None:
     return filters if len(filters) == 1 else None
-
-
-def _matches(pattern: tuple[str, ...], subject: str) -> bool:
-    tokens = subject.split(".")
-    for index, token in enumerate(pattern):
-        if token == ">":
-            return len(tokens) > index
-        if index >= len(tokens) or (token != "*" and token != tokens[index]):
-            return False
-    return len(tokens) == len(pattern)
 
 
 class FoldService(Generic[E]):
@@ -191,9 +193,9 @@ class FoldService(Generic[E]):
         self.name = name
         self.stream = stream
         self.filter_subjects = tuple(subjects.check_filter(f) for f in filter_subjects)
-        self._input_patterns = _local_patterns(self.filter_subjects)
+        self._input_matcher = _local_matcher(self.filter_subjects)
         self.outputs = {s: tuple(subjects.check_filter(f) for f in fs) for s, fs in outputs.items()}
-        self._output_patterns = [_tokens(f) for filters in self.outputs.values() for f in filters]
+        self._output_matcher = subject_matcher(f for fs in self.outputs.values() for f in fs)
         self._nc = nc
         self._core = core
         self._decode = decode
@@ -360,7 +362,7 @@ class FoldService(Generic[E]):
         config = _ScanConfig(
             name=name, filter_subjects=_server_filter(filters), opt_start_seq=start
         )
-        patterns = _local_patterns(filters)
+        matcher = _local_matcher(filters)
         info = await pull.api_request(
             self._nc,
             pull.consumer_subject("CREATE", stream, name),
@@ -385,7 +387,7 @@ class FoldService(Generic[E]):
                         raise BrokerError(f"{self.name}: a delivery from {stream} went missing")
                     expected += 1
                     remaining -= 1
-                    if patterns is None or any(_matches(p, item.subject) for p in patterns):
+                    if matcher is None or matcher.fullmatch(item.subject):
                         yield item
         finally:
             await puller.close()
@@ -473,8 +475,11 @@ class FoldService(Generic[E]):
                         await self._apply(item)
                     else:
                         self._last_seq = item.stream_seq
-                if item.pending == 0:
-                    await self._flush()  # caught up: bound what is unacknowledged while idle
+                if item.pending == 0 and not puller.buffered:
+                    # Caught up, nothing more in hand: bound what is unacknowledged while idle.
+                    # Under load, when more has already arrived, the flush waits for a pause,
+                    # not for each input's acks in turn.
+                    await self._flush()
                 if self._since_snapshot >= self._snapshot_every:
                     await self._checkpoint()
                 if self._stopping:
@@ -499,8 +504,8 @@ class FoldService(Generic[E]):
         return info.delivered.consumer_seq == expected - 1
 
     def _wanted(self, subject: str) -> bool:
-        patterns = self._input_patterns
-        return patterns is None or any(_matches(p, subject) for p in patterns)
+        matcher = self._input_matcher
+        return matcher is None or matcher.fullmatch(subject) is not None
 
     async def _apply(self, delivery: Delivery) -> None:
         seq = delivery.stream_seq
@@ -512,7 +517,7 @@ class FoldService(Generic[E]):
         else:
             headers = {INPUT_SEQ_HEADER: str(seq)}
             for index, (subject, message) in enumerate(self._core.apply(event)):
-                if not any(_matches(p, subject) for p in self._output_patterns):
+                if not self._output_matcher.fullmatch(subject):
                     raise FoldError(self.name, f"output on {subject} is outside {self.outputs}")
                 msg_id = f"{self.name}.{seq}.{index}"
                 if msg_id in self._answered:

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping
 from enum import Enum
+from types import MappingProxyType
 from typing import Final, TypeVar
 
 import msgspec
@@ -25,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import Header
 
 from bourse.errors import BrokerError
 
@@ -279,13 +281,7 @@ def parse_ack_subject(reply: str) -> AckMetadata:
     Also the longer form with a domain and account hash in front (12 tokens or more).
     Raise ValueError for anything else.
     """
-    tokens = reply.split(".")
-    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
-        raise ValueError(f"not a JetStream ack subject: {reply!r}")
-    first = 4 if len(tokens) == 9 else 6  # v2 inserts <domain>.<account hash> after ACK
-    delivered, stream_seq, consumer_seq, time_ns, pending = (
-        int(t) for t in tokens[first : first + 5]
-    )
+    delivered, stream_seq, consumer_seq, time_ns, pending = _ack_fields(reply)
     return AckMetadata(
         stream_seq=stream_seq,
         consumer_seq=consumer_seq,
@@ -293,6 +289,16 @@ def parse_ack_subject(reply: str) -> AckMetadata:
         pending=pending,
         time_ns=time_ns,
     )
+
+
+def _ack_fields(reply: str) -> tuple[int, int, int, int, int]:
+    """(delivered, stream seq, consumer seq, time, pending) from an ack subject."""
+    tokens = reply.split(".")
+    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+        raise ValueError(f"not a JetStream ack subject: {reply!r}")
+    first = 4 if len(tokens) == 9 else 6  # v2 inserts <domain>.<account hash> after ACK
+    delivered, stream_seq, consumer_seq, time_ns, pending = map(int, tokens[first : first + 5])
+    return delivered, stream_seq, consumer_seq, time_ns, pending
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -334,23 +340,29 @@ def _status_of(msg: Msg) -> PullStatus | None:
     return PullStatus(code, headers.get("Description", ""))
 
 
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
 def _header_name(key: str) -> str:
     # nats-py keys the headers it parses out of a status line with `Header` enum members.
     return key.value if isinstance(key, Enum) else key
 
 
 def _delivery_of(msg: Msg) -> Delivery:
-    meta = parse_ack_subject(msg.reply)
+    delivered, stream_seq, consumer_seq, time_ns, pending = _ack_fields(msg.reply)
+    headers: Mapping[str, str] = msg.headers or _NO_HEADERS
+    if Header.DESCRIPTION in headers:  # only a status line gives nats-py an enum key
+        headers = {_header_name(k): v for k, v in headers.items()}
     return Delivery(
         subject=msg.subject,
         data=msg.data,
-        headers={_header_name(k): v for k, v in (msg.headers or {}).items()},
+        headers=headers,
         reply=msg.reply,
-        stream_seq=meta.stream_seq,
-        consumer_seq=meta.consumer_seq,
-        delivered=meta.delivered,
-        pending=meta.pending,
-        time_ns=meta.time_ns,
+        stream_seq=stream_seq,
+        consumer_seq=consumer_seq,
+        delivered=delivered,
+        pending=pending,
+        time_ns=time_ns,
     )
 
 
@@ -391,6 +403,12 @@ class Puller:
 
     async def _on_message(self, msg: Msg) -> None:
         self._queue.put_nowait(msg)
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not yet yielded: a reader that reached the end of the stream
+        (`pending == 0`) while this is not 0 has more in hand before it needs to wait."""
+        return self._queue.qsize()
 
     async def pull(
         self, request: PullRequest, *, timeout: float

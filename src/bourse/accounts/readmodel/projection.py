@@ -12,7 +12,8 @@ single writer.
 
 Within a batch the rows the projector reads are cached and its changes collected, then
 written with one statement per table, so a batch costs a few round trips, not a few per
-message.
+message. The statements a batch always runs are built once per projection: building and
+keying a SQLAlchemy statement costs more than running it for a small batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, delete, select, text, tuple_
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Executable,
+    Table,
+    bindparam,
+    delete,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bourse.accounts.readmodel import schema
@@ -60,6 +71,7 @@ class ReadModelProjection:
     def __init__(self, db: Database, instruments: Iterable[Instrument] = DEFAULT_UNIVERSE) -> None:
         self._db = db
         self._projector = Projector({i.symbol: str(i.asset_class) for i in instruments})
+        self._statements = _Statements(db.dialect)
 
     def apply(self, stream: str, messages: Iterable[tuple[int, ReadModelEvent]]) -> int:
         """Apply `(stream sequence, message)` pairs in one transaction; return how many were
@@ -71,7 +83,8 @@ class ReadModelProjection:
         self, conn: Connection, stream: str, messages: Iterable[tuple[int, ReadModelEvent]]
     ) -> int:
         """`apply` inside the caller's write transaction."""
-        applied_before = _lock_offset(conn, stream)
+        statements = self._statements
+        applied_before = _lock_offset(conn, statements, stream)
         fresh: list[tuple[int, ReadModelEvent]] = []
         last = applied_before
         for sequence, message in messages:
@@ -83,15 +96,13 @@ class ReadModelProjection:
             last = sequence
         if not fresh:
             return 0
-        batch = _Batch(conn)
+        batch = _Batch(conn, statements)
         batch.preload(message for _, message in fresh)
         for sequence, message in fresh:
             for change in self._projector.changes(message, sequence, batch):
                 batch.record(change)
         batch.flush()
-        conn.execute(
-            schema.offsets.update().where(schema.offsets.c.stream == stream).values(last_seq=last)
-        )
+        conn.execute(statements.set_offset, {"of_stream": stream, "new_last_seq": last})
         return len(fresh)
 
     def last_sequence(self, stream: str) -> int:
@@ -103,31 +114,28 @@ class ReadModelProjection:
         return int(found or 0)
 
 
-def _lock_offset(conn: Connection, stream: str) -> int:
+def _lock_offset(conn: Connection, statements: _Statements, stream: str) -> int:
     """Take the projection's write lock; return the stream's high-water mark."""
-    if conn.dialect.name == "postgresql":
+    if statements.lock is not None:
         # One projection transaction at a time, whichever stream: batches of ORDERS and
         # POSITIONS both rewrite account rows, and must not overwrite each other's changes.
         # (On SQLite, BEGIN IMMEDIATE already serializes every write transaction.)
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-    offsets = schema.offsets
-    conn.execute(_insert(conn, offsets).values(stream=stream, last_seq=0).on_conflict_do_nothing())
-    query = select(offsets.c.last_seq).where(offsets.c.stream == stream)
-    return int(conn.execute(query).scalar_one())
+        conn.execute(statements.lock, {"key": _PG_LOCK_KEY})
+    conn.execute(statements.add_offset, {"stream": stream, "last_seq": 0})
+    return int(conn.execute(statements.offset, {"stream": stream}).scalar_one())
 
 
-def _insert(conn: Connection, table: Table) -> Any:
-    if conn.dialect.name == "postgresql":
+def _insert(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
 
-def _upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    statement = _insert(conn, table)
+def _upsert_statement(dialect: str, table: Table) -> Executable:
+    """Insert rows of `table`, or overwrite every column of the rows already there."""
+    statement = _insert(dialect, table)
     keys = [column.name for column in table.primary_key.columns]
-    statement = statement.on_conflict_do_update(
+    upsert: Executable = statement.on_conflict_do_update(
         index_elements=keys,
         set_={
             column.name: statement.excluded[column.name]
@@ -135,14 +143,51 @@ def _upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> N
             if column.name not in keys
         },
     )
-    conn.execute(statement, list(rows))
+    return upsert
+
+
+def _ids() -> BindParameter[Any]:
+    """`IN :ids`, a list given when the statement runs."""
+    return bindparam("ids", expanding=True)
+
+
+class _Statements:
+    """What every batch runs, built once for the database's dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        offsets, orders_, accounts = schema.offsets, schema.orders, schema.accounts
+        pending = schema.pending_replaces
+        self.lock = text("SELECT pg_advisory_xact_lock(:key)") if dialect == "postgresql" else None
+        self.add_offset = _insert(dialect, offsets).on_conflict_do_nothing()
+        self.offset = select(offsets.c.last_seq).where(offsets.c.stream == bindparam("stream"))
+        self.set_offset = (
+            offsets.update()
+            .where(offsets.c.stream == bindparam("of_stream"))
+            .values(last_seq=bindparam("new_last_seq"))
+        )
+        self.orders = select(orders_).where(orders_.c.id.in_(_ids()))
+        self.accounts = select(accounts).where(accounts.c.id.in_(_ids()))
+        self.pending = select(pending).where(pending.c.new_order_id.in_(_ids()))
+        self.holders = select(orders_.c.id, orders_.c.account_id, orders_.c.client_order_key).where(
+            tuple_(orders_.c.account_id, orders_.c.client_order_key).in_(_ids())
+        )
+        self.upserts = {
+            table.name: _upsert_statement(dialect, table)
+            for table in (orders_, accounts, pending, schema.positions)
+        }
+        self.add_fills = _insert(dialect, schema.fills).on_conflict_do_nothing()
+
+    def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(self.upserts[table.name], list(rows))
 
 
 class _Batch:
     """The projector's view of the rows during one batch, and the changes to write."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, statements: _Statements) -> None:
         self._conn = conn
+        self._statements = statements
         self._accounts: dict[str, Account | None] = {}
         self._orders: dict[str, Order | None] = {}
         self._pending: dict[str, PendingReplace | None] = {}
@@ -192,31 +237,25 @@ class _Batch:
                     account_ids.add(message.account_id)
                 case _:
                     pass
-        conn = self._conn
-        table = schema.orders
+        conn, statements = self._conn, self._statements
         for chunk in _chunks(order_ids - self._orders.keys()):
             self._orders.update(dict.fromkeys(chunk))
-            for row in conn.execute(select(table).where(table.c.id.in_(chunk))):
+            for row in conn.execute(statements.orders, {"ids": chunk}):
                 order = schema.order_from_db(row)
                 self._orders[order.id] = order
         for chunk in _chunks(account_ids - self._accounts.keys()):
             self._accounts.update(dict.fromkeys(chunk))
-            query = select(schema.accounts).where(schema.accounts.c.id.in_(chunk))
-            for row in conn.execute(query):
+            for row in conn.execute(statements.accounts, {"ids": chunk}):
                 account = schema.from_db(Account, row)
                 self._accounts[account.id] = account
-        pending = schema.pending_replaces
         for chunk in _chunks(pending_ids - self._pending.keys()):
             self._pending.update(dict.fromkeys(chunk))
-            for row in conn.execute(select(pending).where(pending.c.new_order_id.in_(chunk))):
+            for row in conn.execute(statements.pending, {"ids": chunk}):
                 replace = schema.from_db(PendingReplace, row)
                 self._pending[replace.new_order_id] = replace
         for pairs in _chunks(keys - self._holders.keys() - self._unheld):
             self._unheld.update(pairs)
-            query = select(table.c.id, table.c.account_id, table.c.client_order_key).where(
-                tuple_(table.c.account_id, table.c.client_order_key).in_(pairs)
-            )
-            for order_id, account_id, key in conn.execute(query):
+            for order_id, account_id, key in conn.execute(statements.holders, {"ids": pairs}):
                 self._holders[(account_id, key)] = order_id
                 self._unheld.discard((account_id, key))
 
@@ -298,31 +337,28 @@ class _Batch:
                         self._dirty_pending.add(new_order_id)
 
     def flush(self) -> None:
-        conn = self._conn
+        conn, statements = self._conn, self._statements
         pending = schema.pending_replaces
         if self._settled:
             conn.execute(delete(pending).where(pending.c.order_id.in_(sorted(self._settled))))
         gone = sorted(k for k in self._dirty_pending if self._pending[k] is None)
         if gone:
             conn.execute(delete(pending).where(pending.c.new_order_id.in_(gone)))
-        _upsert(
+        statements.upsert(
             conn, pending, [schema.to_db(p) for p in _present(self._pending, self._dirty_pending)]
         )
-        _upsert(
+        statements.upsert(
             conn,
             schema.accounts,
             [schema.to_db(a) for a in _present(self._accounts, self._dirty_accounts)],
         )
-        _upsert(
+        statements.upsert(
             conn,
             schema.orders,
             [schema.order_to_db(o) for o in _present(self._orders, self._dirty_orders)],
         )
         if self._fills:
-            conn.execute(
-                _insert(conn, schema.fills).on_conflict_do_nothing(),
-                [schema.to_db(f) for f in self._fills],
-            )
+            conn.execute(statements.add_fills, [schema.to_db(f) for f in self._fills])
         positions = schema.positions
         for account_id, symbol in sorted(k for k, v in self._positions.items() if v is None):
             conn.execute(
@@ -330,7 +366,7 @@ class _Batch:
                     positions.c.account_id == account_id, positions.c.symbol == symbol
                 )
             )
-        _upsert(
+        statements.upsert(
             conn, positions, [schema.to_db(p) for p in _present(self._positions, self._positions)]
         )
 

@@ -12,8 +12,9 @@ the database's mark again. Nothing is applied twice: the projection stores its m
 same transaction as the rows, and skips whatever is at or below it.
 
 Deliveries are applied in batches (up to `max_batch` messages, or as many as arrived within
-`max_delay`, or as far as the stream goes now), one write transaction each, in a worker
-thread so the event loop keeps reading. A database error is retried in place, with backoff:
+`max_delay`, or as far as the stream goes now and no more is in hand: under load, what
+arrives while a batch is written makes the next one), one write transaction each, in a
+worker thread so the event loop keeps reading. A database error is retried in place, with backoff:
 the batch is never skipped. A message that does not decode is logged and skipped, and the
 mark moves past it in the same transaction, so it is not read again on every start.
 """
@@ -376,7 +377,9 @@ class _StreamReader:
                 batch.append(item)
                 if (
                     len(batch) >= self._max_batch
-                    or item.pending == 0  # the end of the stream as it is now
+                    # The end of the stream as it is now, and nothing more in hand: under load
+                    # the next deliveries are already here, and join this batch.
+                    or (item.pending == 0 and not puller.buffered)
                     or loop.time() - started >= self._max_delay
                 ):
                     await self._flush(batch)

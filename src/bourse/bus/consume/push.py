@@ -31,10 +31,10 @@ class PushConsumer(Consumer[T]):
     and the client buffer holds that many. Flow control and idle heartbeats are on.
 
     `stop()` unsubscribes, then handles and settles every message that reached the instance.
-    JetStream pushes without being asked, so a message it sent just as the subscription
-    closed can miss it; that one stays pending until `ack_wait` and is then redelivered (to
-    another instance of the group, or to this one when it starts again). Pull consumers have
-    no such window.
+    JetStream pushes without being asked, so messages it sent just as the subscription
+    closed (up to `max_ack_pending`) can miss it; they stay pending until `ack_wait` and are
+    then redelivered (to another instance of the group, or to this one when it starts
+    again). Pull consumers have no such window.
     """
 
     def __init__(
