@@ -53,3 +53,11 @@ def test_engine_benchmark_compares_like_with_like() -> None:
     assert 600 <= figures["warmup_price_levels"] <= 900
     assert figures["met"] == (figures["ratio"] >= 5.0)
     assert figures["latency_us"]["p99"] >= figures["latency_us"]["p50"] > 0
+    nautilus = figures["nautilus"]  # informational peer, present only where it installs
+    if nautilus is None:
+        assert figures["nautilus_not_measured"]
+    else:
+        assert nautilus["same_events_and_book"] is True
+        assert nautilus["target"] is None
+        recomputed = figures["ours_orders_per_s"] / nautilus["orders_per_s"]
+        assert abs(nautilus["ratio"] - recomputed) <= 0.01 * recomputed
