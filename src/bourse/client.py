@@ -170,6 +170,7 @@ class AccountSummary(msgspec.Struct, frozen=True, kw_only=True):
     cash: Decimal
     realized_pl: Decimal = Decimal(0)
     trading_blocked: bool = False
+    blocked_reason: str | None = None
     shorting_enabled: bool = False
     created_at: datetime | None = None
 
@@ -439,6 +440,18 @@ class BourseClient:
             "POST", f"/admin/accounts/{_segment(account_id)}/deposits", json=body
         )
         return self._decode(response, Deposit)
+
+    def halt(self, account_id: str, reason: str) -> AccountSummary:
+        """Refuse the account's new orders until `resume`; returns the account."""
+        response = self._request(
+            "POST", f"/admin/accounts/{_segment(account_id)}/halt", json={"reason": reason}
+        )
+        return self._decode(response, AccountSummary)
+
+    def resume(self, account_id: str) -> AccountSummary:
+        """Lift the account's halt (an admin's, or the risk kill switch's); returns it."""
+        response = self._request("POST", f"/admin/accounts/{_segment(account_id)}/resume")
+        return self._decode(response, AccountSummary)
 
     # ---- the wire ----
 

@@ -37,6 +37,8 @@ from bourse.feed.simulator import Simulator
 from bourse.gateway.app import open_account
 from bourse.gateway.server import DEFAULT_PORT, Gateway, GatewayConfig
 from bourse.model.instruments import DEFAULT_UNIVERSE
+from bourse.risk.rules import RiskConfig
+from bourse.risk.service import default_config, risk_service
 from bourse.runtime import (
     Runtime,
     read_live_runtime,
@@ -46,6 +48,8 @@ from bourse.runtime import (
 )
 
 log = logging.getLogger(__name__)
+
+MARKET_MAKER = "mm-1"  # the market makers' account
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +65,7 @@ class PlatformConfig:
     database_url: str | None = None  # None: SQLite in the home directory
     demo_cash: Decimal = Decimal(100_000)
     market_makers: bool = True  # liquidity on the bourse venue around the feed's prices
+    risk: RiskConfig | None = None  # None: risk.service.default_config, market makers exempt
 
 
 class Credentials(msgspec.Struct, kw_only=True):
@@ -114,10 +119,12 @@ class Platform:
         self.nc = await connect(self.nats_url, name="bourse-up")
         replicas = self.config.replicas or (3 if clustered(self.nc) else 1)
         await provision_streams(self.nc.jetstream(), replicas=replicas)
-        # The exchange: accounts validate and keep the ledger, the engine matches. Each is a
-        # fold over the ORDERS journal that resumes from its snapshot.
+        # The exchange: accounts validate and keep the ledger, the engine matches, risk
+        # watches and halts. Each is a fold over the ORDERS journal that resumes from its
+        # snapshot.
         accounts, engine = accounts_service(self.nc), engine_service(self.nc)
-        self.services = [accounts, engine]
+        risk = self.config.risk if self.config.risk is not None else default_config([MARKET_MAKER])
+        self.services = [accounts, engine, risk_service(self.nc, config=risk)]
         for service in self.services:
             await service.start()
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
@@ -128,7 +135,7 @@ class Platform:
             # without journaling a dozen orders per tick of a fast simulated feed.
             self.makers = await MarketMakers(
                 self.nc,
-                account_id="mm-1",
+                account_id=MARKET_MAKER,
                 config=MarketMakersConfig(
                     requote_threshold_bps=Decimal(5), min_requote_interval=1.0
                 ),

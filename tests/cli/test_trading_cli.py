@@ -134,6 +134,18 @@ def test_accounts_create_prints_credentials_that_work(platform: None, env: dict[
     assert ok_json("account", env=env, key=made)["cash"] == "5250.50"
 
 
+def test_an_admin_halts_and_resumes_an_account(platform: None, env: dict[str, str]) -> None:
+    made = new_account(env, "--cash", "1000")
+    account_id = made["account_id"]
+    halted = ok("accounts", "halt", account_id, "--reason", "margin call", env=env)
+    assert halted == f"account {account_id}: trading blocked (admin: margin call)\n"
+    listed = {a["id"]: a for a in ok_json("accounts", "list", env=env)}
+    assert listed[account_id]["trading_blocked"] is True
+    assert listed[account_id]["blocked_reason"] == "admin: margin call"
+    resumed = ok("accounts", "resume", account_id, env=env)
+    assert resumed == f"account {account_id}: trading allowed\n"
+
+
 @dataclass(frozen=True)
 class Trade:
     seller: dict[str, str]
@@ -199,6 +211,8 @@ def test_positions_show_both_sides_of_the_trade(trade: Trade, env: dict[str, str
         (["account", "--key-id", "PKNOPE", "--secret", "nope"], 1, "unknown API key"),
         (["account", "--key-id", "PKNOPE"], 2, "both --key-id and --secret"),
         (["accounts", "create", "--cash", "-5"], 1, "got -5"),
+        (["accounts", "resume", "nobody"], 1, "account nobody not found"),
+        (["accounts", "halt", "nobody", "--reason", "x"], 1, "account nobody not found"),
     ],
 )
 def test_bad_input_gets_one_line_that_says_what_is_wrong(

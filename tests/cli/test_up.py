@@ -191,3 +191,14 @@ def test_the_cli_default_api_port_is_the_gateways() -> None:
     from bourse.gateway import server
 
     assert up.DEFAULT_PORT == server.DEFAULT_PORT
+
+
+def test_up_refuses_a_bad_risk_config_before_starting_anything(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "risk.json"
+    config.write_text('{"defaults": {"daily_loss_limit": "-1"}}')
+    result = bourse("up", "--risk-config", str(config), env=env)
+    assert result.returncode == 2
+    assert "daily_loss_limit" in result.stderr and "a positive amount" in result.stderr
+    assert not (Path(env["BOURSE_HOME"]) / "runtime.json").exists()

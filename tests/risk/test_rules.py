@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal as D
+from pathlib import Path
 
 import msgspec
 import pytest
 
 from bourse.errors import ConfigError
-from bourse.risk.rules import RiskConfig, RiskRules, RuleName, RuleOverrides
+from bourse.risk.rules import RiskConfig, RiskRules, RuleName, RuleOverrides, read_config
 
 
 def test_every_rule_is_off_by_default() -> None:
@@ -78,3 +79,42 @@ def test_the_config_reads_from_json_and_refuses_unknown_fields() -> None:
 
 def test_overrides_have_exactly_the_fields_of_the_rules() -> None:
     assert RuleOverrides.__struct_fields__ == RiskRules.__struct_fields__
+
+
+def test_a_config_file_is_toml_by_its_suffix_and_json_otherwise(tmp_path: Path) -> None:
+    toml = tmp_path / "risk.toml"
+    toml.write_text('[defaults]\ndaily_loss_limit = "5000"\n[accounts.small]\nmax_drawdown = 0.1\n')
+    config = read_config(toml)
+    assert config.rules_for("anyone").daily_loss_limit == D(5000)
+    assert config.rules_for("small").max_drawdown == D("0.1")
+    json = tmp_path / "risk.json"
+    json.write_text('{"accounts": {"mm-1": {"daily_loss_limit": null}}}')
+    assert read_config(json).rules_for("mm-1").daily_loss_limit is None
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("risk.json", "{not json", r"invalid risk configuration .*risk\.json.*accepted: JSON"),
+        ("risk.toml", "defaults = 1", r"invalid risk configuration .*accepted: TOML"),
+        ("risk.json", '{"limits": {}}', r"unknown field `limits`"),
+        ("risk.json", '{"defaults": {"daily_loss_limit": "-1"}}', r"risk\.json: daily_loss_limit"),
+        (
+            "risk.toml",
+            "[accounts.bob]\nmax_drawdown = 2",
+            r"risk\.toml: accounts\.bob\.max_drawdown.*a fraction in \(0, 1\]",
+        ),
+    ],
+)
+def test_a_bad_config_file_names_the_file_and_the_problem(
+    tmp_path: Path, name: str, text: str, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        read_config(path)
+
+
+def test_a_missing_config_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"risk configuration file.*a readable file \(No such"):
+        read_config(tmp_path / "nope.json")

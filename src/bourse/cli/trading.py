@@ -1,5 +1,5 @@
 """Trading from the shell: `bourse order`, `orders`, `cancel`, `positions`, `close`, `account`
-and `bourse accounts create|list|deposit`, over the HTTP API (`bourse.client`).
+and `bourse accounts create|list|deposit|halt|resume`, over the HTTP API (`bourse.client`).
 
 By default they trade the running platform's demo account (its key is in runtime.json) and
 administer with its admin key; --api/--key-id/--secret or $BOURSE_API_URL, $APCA_API_KEY_ID
@@ -27,6 +27,7 @@ from bourse.client import (
     API_URL_ENV,
     KEY_ID_ENV,
     SECRET_ENV,
+    AccountSummary,
     ApiError,
     BourseClient,
     Order,
@@ -89,12 +90,14 @@ def register(app: typer.Typer) -> None:
         app.command(name)(command)
     group = typer.Typer(
         name="accounts",
-        help="Open, list and fund accounts (with the admin key).",
+        help="Open, list, fund, halt and resume accounts (with the admin key).",
         no_args_is_help=True,
     )
     group.command("create")(create_account)
     group.command("list")(list_accounts)
     group.command("deposit")(deposit)
+    group.command("halt")(halt)
+    group.command("resume")(resume)
     app.add_typer(group)
 
 
@@ -542,3 +545,35 @@ def deposit(
     with _client(api, key_id, secret, admin=True) as client:
         done = client.deposit(account_id, cash)
     typer.echo(f"deposited {_money(done.amount)} into account {done.account_id}")
+
+
+def _trading(found: AccountSummary) -> str:
+    if found.trading_blocked:
+        return f"trading blocked ({found.blocked_reason or 'no reason given'})"
+    return "trading allowed"
+
+
+def halt(
+    account_id: Annotated[str, typer.Argument(help="The account's id.")],
+    reason: Annotated[str, typer.Option(help="Why, as the account will see it.")],
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+) -> None:
+    """Halt an account: its new orders are refused until `bourse accounts resume`."""
+    with _client(api, key_id, secret, admin=True) as client:
+        found = client.halt(account_id, reason)
+    typer.echo(f"account {found.id}: {_trading(found)}")
+
+
+def resume(
+    account_id: Annotated[str, typer.Argument(help="The account's id.")],
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+) -> None:
+    """Resume a halted account (an admin's halt, or the risk kill switch's, which re-arms
+    with a fresh daily loss allowance)."""
+    with _client(api, key_id, secret, admin=True) as client:
+        found = client.resume(account_id)
+    typer.echo(f"account {found.id}: {_trading(found)}")

@@ -51,12 +51,22 @@ def up(
             envvar="BOURSE_DATABASE_URL",
         ),
     ] = None,
+    risk_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--risk-config",
+            help="Risk rules per account, a JSON or TOML file (docs/risk.md). Default: a daily "
+            "loss limit of 10,000 for every account but the market makers'.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the platform: embedded NATS (unless --nats), streams, feed and services.
 
     Runs until Ctrl-C or SIGTERM, then stops everything cleanly and exits 0.
     """
     from bourse.platform import Platform, PlatformConfig
+    from bourse.risk.rules import read_config
 
     if not 0 <= port <= 65535:
         raise ConfigError("--port", port, "0 (a free port) or 1-65535")
@@ -77,6 +87,7 @@ def up(
         api_port=api_port,
         database_url=database_url,
         market_makers=makers,
+        risk=None if risk_config is None else read_config(risk_config),
     )
 
     async def main(stop: asyncio.Event) -> None:

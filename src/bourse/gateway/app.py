@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024  # bytes; an order is a few hundred
 MAX_CASH = Decimal(10) ** 12  # dollars in one deposit
 CENT = Decimal("0.01")
+MAX_REASON = 200  # characters of an admin's reason for halting an account
 
 
 @dataclass
@@ -80,6 +81,19 @@ class DepositRequest(BaseModel):
     @classmethod
     def _exact(cls, value: Any) -> Decimal | None:
         return alpaca._decimal_field(value, "amount")
+
+
+class HaltRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str
+
+    @field_validator("reason")
+    @classmethod
+    def _said(cls, value: str) -> str:
+        reason = " ".join(value.split())
+        if not 1 <= len(reason) <= MAX_REASON:
+            raise ValueError(f"reason must say why, in 1 to {MAX_REASON} characters")
+        return reason
 
 
 # ---- the edges: body size, errors ----
@@ -294,6 +308,20 @@ def account_json(
         "created_at": alpaca.rfc3339(created),
         "options_approved_level": 0,
         "options_trading_level": 0,
+    }
+
+
+def admin_account_json(account: Account) -> dict[str, Any]:
+    """An account as the admin routes show it (the read model's row)."""
+    return {
+        "id": account.id,
+        "status": account.status,
+        "cash": _json_decimal(account.cash),
+        "realized_pl": _json_decimal(account.realized_pnl),
+        "trading_blocked": account.trading_blocked,
+        "blocked_reason": account.blocked_reason,
+        "shorting_enabled": account.shorting_enabled,
+        "created_at": alpaca.rfc3339(account.created_at),
     }
 
 
@@ -646,30 +674,45 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     @app.get("/admin/accounts", summary="List accounts")
     async def list_accounts(_: Admin) -> list[dict[str, Any]]:
         found: list[Account] = await desk.read(queries.list_accounts)
-        return [
-            {
-                "id": a.id,
-                "status": a.status,
-                "cash": _json_decimal(a.cash),
-                "realized_pl": _json_decimal(a.realized_pnl),
-                "trading_blocked": a.trading_blocked,
-                "shorting_enabled": a.shorting_enabled,
-                "created_at": alpaca.rfc3339(a.created_at),
-            }
-            for a in found
-        ]
+        return [admin_account_json(a) for a in found]
+
+    async def known_account(account_id: str) -> Account:
+        found: Account | None = await desk.read(queries.get_account, account_id)
+        if found is None:
+            raise errors.not_found(f"account {account_id} not found")
+        return found
 
     @app.post("/admin/accounts/{account_id}/deposits", summary="Add cash to an account")
     async def deposit(_: Admin, account_id: str, body: Annotated[DepositRequest, Body()]) -> Any:
         _check_cash("amount", body.amount, minimum=CENT)
-        account = await desk.read(queries.get_account, account_id)
-        if account is None:
-            raise errors.not_found(f"account {account_id} not found")
+        await known_account(account_id)
         await desk.publish_admin(
             orders.CashDeposited(ts=time.time_ns(), account_id=account_id, amount=body.amount),
             f"deposit:{uuid.uuid4()}",
         )
         return {"account_id": account_id, "amount": _json_decimal(body.amount)}
+
+    async def journal_for(account_id: str, event: orders.OrdersEvent, msg_id: str) -> Any:
+        """Journal an administration event for a known account; the account once the read
+        model has it (as it was, if the read model is slow)."""
+        await known_account(account_id)
+        await desk.publish_admin_and_wait(account_id, [(event, msg_id)])
+        return admin_account_json(await known_account(account_id))
+
+    @app.post("/admin/accounts/{account_id}/halt", summary="Halt an account's trading")
+    async def halt(_: Admin, account_id: str, body: Annotated[HaltRequest, Body()]) -> Any:
+        event = orders.TradingHalted(
+            ts=time.time_ns(), account_id=account_id, reason=f"admin: {body.reason}"
+        )
+        return await journal_for(account_id, event, f"halt:{uuid.uuid4()}")
+
+    @app.post(
+        "/admin/accounts/{account_id}/resume",
+        summary="Resume an account's trading (resets the risk kill switch)",
+    )
+    async def resume(_: Admin, account_id: str) -> Any:
+        event = orders.TradingResumed(ts=time.time_ns(), account_id=account_id)
+        return await journal_for(account_id, event, f"resume:{uuid.uuid4()}")
 
     return app
 

@@ -55,7 +55,12 @@ def order_ids(event: ReadModelEvent) -> tuple[str, ...]:
     """The order ids an ORDERS message is about (a replace concerns both); for account
     administration, `account:<id>`."""
     match event:
-        case orders.AccountOpened() | orders.CashDeposited():
+        case (
+            orders.AccountOpened()
+            | orders.CashDeposited()
+            | orders.TradingHalted()
+            | orders.TradingResumed()
+        ):
             return (f"account:{event.account_id}",)
         case orders.OrderValidated():
             return (event.order.order_id,)
@@ -450,7 +455,10 @@ class OrderDesk:
         try:
             for event, msg_id in events:
                 await self.publish_admin(event, msg_id)
-            return await waiter.until(lambda seen: len(seen) >= len(events), self._decision_timeout)
+            # These very events: another about the account (a risk halt) may land meanwhile.
+            return await waiter.until(
+                lambda seen: all(wanted in seen for wanted, _ in events), self._decision_timeout
+            )
         finally:
             self._unwatch(key, waiter)
 

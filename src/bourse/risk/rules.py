@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
 
@@ -151,3 +152,29 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def rules_for(self, account_id: str) -> RiskRules:
         overrides = self.accounts.get(account_id)
         return self.defaults if overrides is None else overrides.apply_to(self.defaults)
+
+
+def read_config(path: Path) -> RiskConfig:
+    """The `RiskConfig` in a file: TOML if its name ends in `.toml`, JSON otherwise.
+
+    Raises ConfigError naming the file and what is wrong (unreadable, malformed, an unknown
+    setting, a limit out of range). TOML has no null: turning a rule off for one account
+    needs a JSON file.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            "risk configuration file", str(path), f"a readable file ({problem})"
+        ) from None
+    toml = path.suffix.lower() == ".toml"
+    try:
+        if toml:
+            return msgspec.toml.decode(data, type=RiskConfig)
+        return msgspec.json.decode(data, type=RiskConfig)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        accepted = f"{'TOML' if toml else 'JSON'} with `defaults` and `accounts` as in docs/risk.md"
+        raise ConfigError(f"risk configuration {path}", str(exc), accepted) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.setting}", exc.given, exc.accepted) from None
