@@ -7,7 +7,18 @@ import sys
 
 import typer
 
-from bourse.cli import bench, cluster, feed, replay, schema, streams, ticker, trading, up
+from bourse.cli import (
+    bench,
+    cluster,
+    feed,
+    replay,
+    schema,
+    strategy,
+    streams,
+    ticker,
+    trading,
+    up,
+)
 from bourse.errors import BourseError
 
 app = typer.Typer(
@@ -18,7 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (up, feed, ticker, replay, streams, schema, cluster, bench, trading):
+for module in (up, feed, ticker, replay, streams, schema, cluster, bench, trading, strategy):
     module.register(app)
 
 
