@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
-from bourse.model.marketdata import Quote, Trade
+from bourse.feed.simulator import Simulator
+from bourse.model.marketdata import MarketData, Quote, Trade
 
 S = 1_000_000_000  # one second in ns
+T0 = 1_767_225_600 * S  # 2026-01-01T00:00:00Z
 _seq = itertools.count(1)
 
 
@@ -52,3 +54,9 @@ def quote(
         ts=ts,
         seq=next(_seq),
     )
+
+
+def simulated(ticks: int, *, seed: int = 1, step_ns: int = 150_000_000) -> list[MarketData]:
+    """The simulator's messages for `ticks` rounds of quotes `step_ns` apart from T0."""
+    simulator = Simulator(seed=seed)
+    return [m for i in range(ticks) for m in simulator.tick(T0 + i * step_ns)]

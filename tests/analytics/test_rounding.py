@@ -68,3 +68,36 @@ def test_divide_is_exact_or_within_half_a_quantum(
         assert result.as_tuple().exponent == -places
     else:
         assert -int(result.as_tuple().exponent) >= price_places
+
+
+def _reference_divide(numerator: Decimal, denominator: int, price_places: int) -> Decimal:
+    """The rule spelt out with fractions: exact with at least `price_places` places when the
+    quotient terminates, else rounded to the nearest at price places + EXTRA_PLACES."""
+    exact = Fraction(numerator) / denominator
+    bottom, places = exact.denominator, 0
+    while bottom % 2 == 0 or bottom % 5 == 0:
+        bottom //= 2 if bottom % 2 == 0 else 5
+    if bottom == 1:
+        while (exact * 10**places).denominator != 1:
+            places += 1
+        places = max(places, price_places)
+        return D(int(exact * 10**places)).scaleb(-places)
+    places = price_places + EXTRA_PLACES
+    return D(round(exact * 10**places)).scaleb(-places)
+
+
+@given(
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.integers(min_value=0, max_value=8),
+    st.integers(min_value=1, max_value=10**9),
+    st.sampled_from([1, 2, 4, 5, 8, 25, 64, 125, 625, 1024, 3125, 3, 7, 12, 40, 390625]),
+    st.integers(min_value=0, max_value=8),
+)
+def test_divide_gives_exactly_the_digits_of_the_rule(
+    numerator: int, num_places: int, factor: int, power_of_2_or_5: int, price_places: int
+) -> None:
+    n = D(numerator).scaleb(-num_places)
+    denominator = factor * power_of_2_or_5
+    result = divide(n, denominator, price_places=price_places)
+    expected = _reference_divide(n, denominator, price_places)
+    assert result == expected and result.as_tuple().exponent == expected.as_tuple().exponent

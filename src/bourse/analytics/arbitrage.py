@@ -37,7 +37,7 @@ from typing import Literal
 
 import msgspec
 
-from bourse.analytics.nbbo import DEFAULT_MAX_AGE_NS, VenueQuotes, is_fresh
+from bourse.analytics.nbbo import DEFAULT_MAX_AGE_NS, VenueQuotes
 from bourse.analytics.rounding import EXACT, divide
 from bourse.errors import ConfigError
 from bourse.model.marketdata import Quote
@@ -116,6 +116,20 @@ class _Open(msgspec.Struct, kw_only=True):
     peak_scaled_edge: Decimal  # edge * 10_000: see `_scaled_edge`
 
 
+def _may_cross(venues: dict[str, Quote], oldest_fresh_ts: int) -> bool:
+    """Whether some fresh venue bids above another fresh venue's ask (before fees, which
+    only narrow the edge): if not, no pair can open."""
+    best_bid = lowest_ask = None
+    for quote in venues.values():
+        if quote.ts < oldest_fresh_ts:
+            continue
+        if best_bid is None or quote.bid > best_bid:
+            best_bid = quote.bid
+        if lowest_ask is None or quote.ask < lowest_ask:
+            lowest_ask = quote.ask
+    return best_bid is not None and lowest_ask is not None and best_bid > lowest_ask
+
+
 class _DetectorState(msgspec.Struct, kw_only=True):
     quotes: list[Quote]
     out_of_order: int
@@ -132,6 +146,7 @@ class ArbitrageDetector:
     def __init__(self, config: ArbitrageConfig | None = None) -> None:
         self.config = config or ArbitrageConfig()
         self._quotes = VenueQuotes(exclude_venues=self.config.exclude_venues)
+        self._fee_factors: dict[str, tuple[Decimal, Decimal]] = {}
         self._open: dict[str, dict[tuple[str, str], _Open]] = {}
         # (symbol, buy, sell) -> (time of the last opening, openings at that time): a pair
         # closed as stale and reopened by a quote at the same instant still gets a new id.
@@ -171,13 +186,13 @@ class ArbitrageDetector:
         """Take a quote (`now_ns` defaults to its own time); the events it caused."""
         if not self._quotes.update(quote):
             return []
-        return self._evaluate(quote.symbol, quote.ts if now_ns is None else now_ns)
+        return self._evaluate(quote.symbol, quote.ts if now_ns is None else now_ns, quote.venue)
 
     def expire(self, now_ns: int) -> list[ArbitrageEvent]:
         """Close the opportunities whose quotes are stale at `now_ns`."""
         events: list[ArbitrageEvent] = []
         for symbol in [s for s, pairs in self._open.items() if pairs]:
-            events.extend(self._evaluate(symbol, now_ns))
+            events.extend(self._evaluate(symbol, now_ns, None))
         return events
 
     def open_opportunities(self, symbol: str) -> list[ArbitrageOpened]:
@@ -185,20 +200,80 @@ class ArbitrageDetector:
         pairs = self._open.get(symbol, {})
         return [pairs[pair].opened for pair in sorted(pairs)]
 
-    def _evaluate(self, symbol: str, now_ns: int) -> list[ArbitrageEvent]:
-        venues = self._quotes.of(symbol)
-        max_age = self.config.max_age_ns
-        fresh = {v: q for v, q in sorted(venues.items()) if is_fresh(q, now_ns, max_age)}
-        open_pairs = self._open.setdefault(symbol, {})
+    def _evaluate(self, symbol: str, now_ns: int, changed: str | None) -> list[ArbitrageEvent]:
+        """Close and open `symbol`'s pairs at `now_ns`. With `changed`, only that venue's quote
+        is new since the last evaluation: a pair without it has the same edge as then (it
+        can only have gone stale), so only pairs with it are priced. (The hot path of the
+        service: it allocates nothing when nothing is crossed.)"""
+        venues = self._quotes.of(symbol)  # in venue order
+        oldest = now_ns - self.config.max_age_ns  # fresh: ts >= oldest (see nbbo.is_fresh)
+        open_pairs = self._open.get(symbol)
+        if not open_pairs:
+            if not _may_cross(venues, oldest):
+                return []
+            if open_pairs is None:
+                open_pairs = self._open[symbol] = {}
         events: list[ArbitrageEvent] = []
-        for pair in sorted(open_pairs):
-            buy_venue, sell_venue = pair
-            state = open_pairs[pair]
-            buy, sell = fresh.get(buy_venue), fresh.get(sell_venue)
-            scaled = None if buy is None or sell is None else self._scaled_edge(buy, sell)
-            if scaled is not None and scaled > 0:
-                state.peak_scaled_edge = max(state.peak_scaled_edge, scaled)
+        if open_pairs:
+            self._close(symbol, now_ns, venues, oldest, changed, open_pairs, events)
+        if changed is None:
+            fresh = [q for q in venues.values() if q.ts >= oldest]
+            candidates = [(buy, sell) for buy in fresh for sell in fresh]
+        else:
+            new = venues.get(changed)
+            if new is None or new.ts < oldest:
+                return events
+            candidates = []
+            for other in venues.values():
+                if other is not new and other.ts >= oldest:
+                    candidates.append((new, other))
+                    candidates.append((other, new))
+        openings: list[ArbitrageOpened] = []
+        min_edge_bps = self.config.min_edge_bps
+        for buy, sell in candidates:
+            if sell.bid <= buy.ask or buy.venue == sell.venue:
+                continue  # not even crossed before fees (fees are never negative)
+            pair = (buy.venue, sell.venue)
+            if pair in open_pairs:
                 continue
+            scaled = self._scaled_edge(buy, sell)
+            if scaled is None or scaled <= EXACT.multiply(buy.ask, min_edge_bps):
+                continue
+            opening = self._opening(symbol, buy, sell, scaled, now_ns)
+            open_pairs[pair] = _Open(opened=opening, peak_scaled_edge=scaled)
+            openings.append(opening)
+        if len(openings) > 1:
+            openings.sort(key=lambda o: (o.buy_venue, o.sell_venue))
+        events.extend(openings)
+        return events
+
+    def _close(
+        self,
+        symbol: str,
+        now_ns: int,
+        venues: dict[str, Quote],
+        oldest: int,
+        changed: str | None,
+        open_pairs: dict[tuple[str, str], _Open],
+        events: list[ArbitrageEvent],
+    ) -> None:
+        """Close the open pairs of `symbol` that are no longer crossed or have gone stale."""
+        for pair in sorted(open_pairs) if len(open_pairs) > 1 else list(open_pairs):
+            buy_venue, sell_venue = pair
+            buy, sell = venues.get(buy_venue), venues.get(sell_venue)
+            if buy is not None and buy.ts < oldest:
+                buy = None
+            if sell is not None and sell.ts < oldest:
+                sell = None
+            state = open_pairs[pair]
+            if buy is not None and sell is not None:
+                if changed is not None and changed != buy_venue and changed != sell_venue:
+                    continue  # same quotes, same positive edge as when last priced
+                scaled = self._scaled_edge(buy, sell)
+                if scaled is not None and scaled > 0:
+                    if scaled > state.peak_scaled_edge:
+                        state.peak_scaled_edge = scaled
+                    continue
             del open_pairs[pair]
             opened = state.opened
             events.append(
@@ -214,29 +289,23 @@ class ArbitrageDetector:
                     peak_edge=state.peak_scaled_edge.scaleb(-4, EXACT),
                 )
             )
-        for buy_venue, buy in fresh.items():
-            for sell_venue, sell in fresh.items():
-                if buy_venue == sell_venue or (buy_venue, sell_venue) in open_pairs:
-                    continue
-                if sell.bid <= buy.ask:
-                    continue  # not even crossed before fees (fees are never negative)
-                scaled = self._scaled_edge(buy, sell)
-                if scaled is None or scaled <= EXACT.multiply(buy.ask, self.config.min_edge_bps):
-                    continue
-                opening = self._opening(symbol, buy, sell, scaled, now_ns)
-                open_pairs[(buy_venue, sell_venue)] = _Open(opened=opening, peak_scaled_edge=scaled)
-                events.append(opening)
-        return events
 
     def _scaled_edge(self, buy: Quote, sell: Quote) -> Decimal | None:
         """10_000 times the net edge per unit of buying at `buy`'s ask and selling at `sell`'s
         bid (so no division on every quote); None when a side has no size."""
         if not buy.ask_size or not sell.bid_size:
             return None
-        fees = self.config
-        proceeds = EXACT.multiply(sell.bid, EXACT.subtract(_BPS, fees.fee_bps(sell.venue)))
-        cost = EXACT.multiply(buy.ask, EXACT.add(_BPS, fees.fee_bps(buy.venue)))
-        return EXACT.subtract(proceeds, cost)
+        factors = self._fee_factors
+        sell_factor = factors.get(sell.venue) or self._fee_factor(sell.venue)
+        buy_factor = factors.get(buy.venue) or self._fee_factor(buy.venue)
+        proceeds = EXACT.multiply(sell.bid, sell_factor[0])
+        return EXACT.subtract(proceeds, EXACT.multiply(buy.ask, buy_factor[1]))
+
+    def _fee_factor(self, venue: str) -> tuple[Decimal, Decimal]:
+        """(10_000 - fee, 10_000 + fee) in basis points: what a sale keeps, what a buy costs."""
+        fee = self.config.fee_bps(venue)
+        factor = self._fee_factors[venue] = (EXACT.subtract(_BPS, fee), EXACT.add(_BPS, fee))
+        return factor
 
     def _opening(
         self, symbol: str, buy: Quote, sell: Quote, scaled_edge: Decimal, now_ns: int

@@ -208,16 +208,44 @@ class BarBuilder:
 
     def on_trade(self, trade: Trade) -> list[Bar]:
         """Take a trade; return the bars it closed."""
-        bucket, closed = self._bucket_for(trade.symbol, trade.venue, trade.ts)
-        if bucket is not None:
-            bucket.add_trade(trade.price, trade.size, trade.ts)
-        return closed
+        return self.on_trade_as(trade, trade.venue)
 
     def on_quote(self, quote: Quote) -> list[Bar]:
         """Take a quote (its mid counts only if the bar has no trade); return bars it closed."""
-        bucket, closed = self._bucket_for(quote.symbol, quote.venue, quote.ts)
+        return self.on_quote_as(quote, quote.venue)
+
+    def on_trade_as(self, trade: Trade, venue: str) -> list[Bar]:
+        """`on_trade` as if `venue` had printed it: with a pseudo-venue every venue's trades
+        and quotes go to, consolidated bars (see docs/analytics.md)."""
+        # The hot path: a message in the open finest bucket of its series closes nothing.
+        ts = trade.ts
+        series = self._series.get((trade.symbol, venue))
+        if series is not None:
+            base = series.base
+            if base is not None and 0 <= ts - base.start < self._base_width:
+                base.add_trade(trade.price, trade.size, ts)
+                return []
+        bucket, closed = self._bucket_for(trade.symbol, venue, ts)
         if bucket is not None:
-            bucket.add_double_mid(EXACT.add(quote.bid, quote.ask), quote.ts)
+            bucket.add_trade(trade.price, trade.size, ts)
+        return closed
+
+    def on_quote_as(self, quote: Quote, venue: str) -> list[Bar]:
+        """`on_quote` as if `venue` had quoted it (see `on_trade_as`)."""
+        ts = quote.ts
+        series = self._series.get((quote.symbol, venue))
+        if series is not None:
+            base = series.base
+            if base is not None and 0 <= ts - base.start < self._base_width:
+                bucket: _Bucket | None = base
+                closed: list[Bar] = []
+            else:
+                bucket, closed = self._bucket_for(quote.symbol, venue, ts)
+        else:
+            bucket, closed = self._bucket_for(quote.symbol, venue, ts)
+        # A bucket with a trade is a trade bar, in every roll-up too: its mids are never used.
+        if bucket is not None and bucket.trades is None:
+            bucket.add_double_mid(EXACT.add(quote.bid, quote.ask), ts)
         return closed
 
     def flush(self, now_ns: int) -> list[Bar]:

@@ -133,14 +133,18 @@ class SessionVwap:
         return ts - (ts - self._offset) % self._session_ns
 
     def update(self, ts: int, price: Decimal, size: Decimal) -> None:
-        session = self.session_of(ts)
+        self.add(ts, EXACT.multiply(price, size), size)
+
+    def add(self, ts: int, notional: Decimal, size: Decimal) -> None:
+        """`update` with the trade's notional (price x size, exact) already computed."""
+        session = ts - (ts - self._offset) % self._session_ns
         if self.session_start is None or session > self.session_start:
             self.session_start, self.volume, self.notional = session, _ZERO, _ZERO
         elif session < self.session_start:
             self.late += 1
             return
         self.volume = EXACT.add(self.volume, size)
-        self.notional = EXACT.add(self.notional, EXACT.multiply(price, size))
+        self.notional = EXACT.add(self.notional, notional)
 
     def value_at(self, now_ns: int) -> Decimal | None:
         """The VWAP of the session containing `now_ns`; None before its first sized trade."""
@@ -163,10 +167,13 @@ class WindowVwap:
         self.late = 0
 
     def update(self, ts: int, price: Decimal, size: Decimal) -> None:
+        self.add(ts, EXACT.multiply(price, size), size)
+
+    def add(self, ts: int, notional: Decimal, size: Decimal) -> None:
+        """`update` with the trade's notional (price x size, exact) already computed."""
         if self._horizon is not None and ts <= self._horizon - self.window_ns:
             self.late += 1
             return
-        notional = EXACT.multiply(price, size)
         trades = self._trades
         if not trades or ts >= trades[-1][0]:
             trades.append((ts, notional, size))
@@ -441,8 +448,10 @@ class VwapBook:
         series = self._series.get((symbol, venue))
         if series is None:
             series = self._series[(symbol, venue)] = self._new_series(symbol)
-        for vwap in series:
-            vwap.update(trade.ts, trade.price, trade.size)
+        size = trade.size
+        notional = EXACT.multiply(trade.price, size)  # once for both
+        series[0].add(trade.ts, notional, size)
+        series[1].add(trade.ts, notional, size)
 
     def value(self, symbol: str, venue: str, now_ns: int) -> VwapUpdate | None:
         """Both VWAPs at `now_ns`, or None if the venue never printed the symbol."""

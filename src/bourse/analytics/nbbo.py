@@ -66,7 +66,10 @@ def is_fresh(quote: Quote, now_ns: int, max_age_ns: int) -> bool:
 
 
 class VenueQuotes:
-    """The latest quote of each venue for each symbol; older quotes than that are ignored."""
+    """The latest quote of each venue for each symbol; older quotes than that are ignored.
+
+    `of(symbol)` iterates in venue order (kept sorted as venues appear, so readers need not
+    sort on every quote)."""
 
     def __init__(self, *, exclude_venues: Iterable[str] = ()) -> None:
         self.excluded = frozenset(exclude_venues)
@@ -77,16 +80,23 @@ class VenueQuotes:
         """Keep `quote` as its venue's latest; False if excluded or older than the latest."""
         if quote.venue in self.excluded:
             return False
-        venues = self._quotes.setdefault(quote.symbol, {})
+        venues = self._quotes.get(quote.symbol)
+        if venues is None:
+            venues = self._quotes[quote.symbol] = {}
         current = venues.get(quote.venue)
-        if current is not None and quote.ts < current.ts:
+        if current is None:
+            venues[quote.venue] = quote
+            if len(venues) > 1:
+                self._quotes[quote.symbol] = dict(sorted(venues.items()))
+            return True
+        if quote.ts < current.ts:
             self.out_of_order += 1
             return False
         venues[quote.venue] = quote
         return True
 
     def of(self, symbol: str) -> dict[str, Quote]:
-        """The latest quote per venue (fresh or not) for `symbol`."""
+        """The latest quote per venue (fresh or not) for `symbol`, in venue order."""
         return self._quotes.get(symbol, {})
 
     @property
@@ -101,6 +111,7 @@ class VenueQuotes:
         """Take back what `all` gave (and the counter), as after those quotes."""
         for quote in quotes:
             self._quotes.setdefault(quote.symbol, {})[quote.venue] = quote
+        self._quotes = {symbol: dict(sorted(v.items())) for symbol, v in self._quotes.items()}
         self.out_of_order = out_of_order
 
 
@@ -152,6 +163,15 @@ class NbboBook:
         if not self._quotes.update(quote):
             return None
         return self._refresh(quote.symbol, quote.ts if now_ns is None else now_ns)
+
+    def take(self, quote: Quote) -> bool:
+        """Keep a quote without computing the NBBO (a caller that publishes only the latest
+        NBBO of a burst calls `refresh` once after it); False if it was ignored."""
+        return self._quotes.update(quote)
+
+    def refresh(self, symbol: str, now_ns: int) -> Nbbo | None:
+        """The NBBO of `symbol` at `now_ns` if it changed since the last one given, else None."""
+        return self._refresh(symbol, now_ns)
 
     def expire(self, now_ns: int) -> list[Nbbo]:
         """The NBBOs that changed by `now_ns` because quotes in them went stale."""
@@ -208,13 +228,14 @@ _json = msgspec.json.Encoder()
 
 def compute_nbbo(symbol: str, venues: dict[str, Quote], now_ns: int, max_age_ns: int) -> Nbbo:
     """The NBBO of `symbol` at `now_ns` from each venue's latest quote."""
-    return _nbbo(symbol, now_ns, _top(venues, now_ns, max_age_ns))
+    return _nbbo(symbol, now_ns, _top(dict(sorted(venues.items())), now_ns, max_age_ns))
 
 
 def _top(venues: dict[str, Quote], now_ns: int, max_age_ns: int) -> _Top:
+    """The NBBO's content from `venues` in venue order."""
     fresh: list[Quote] = []
     stale: list[str] = []
-    for venue in sorted(venues):
+    for venue in venues:
         quote = venues[venue]
         if is_fresh(quote, now_ns, max_age_ns):
             fresh.append(quote)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from bourse.analytics.messages import AnalyticsMessage
 from bourse.model.instruments import Instrument
 from bourse.model.marketdata import MarketData
 from bourse.model.orders import OrdersEvent
@@ -20,6 +21,7 @@ def schemas() -> dict[str, Any]:
         "md.<venue>.<symbol>": msgspec.json.schema(MarketData),
         "orders.>": msgspec.json.schema(OrdersEvent),
         "positions.<account>.<symbol>": msgspec.json.schema(PositionChanged),
+        "analytics.>": msgspec.json.schema(AnalyticsMessage),
         "instrument": msgspec.json.schema(Instrument),
     }
 
