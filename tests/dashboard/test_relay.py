@@ -1,0 +1,155 @@
+"""The dashboard's own endpoints without a browser: the market-data relay's conflation (pure),
+its WebSocket, the operations figures and the demo keys, against a real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import websockets
+
+from bourse.gateway.dashboard import Conflation, kind_of, read_demo_keys
+from bourse.model import marketdata, subjects
+from tests.conftest import eventually
+from tests.gateway.conftest import ExchangeStack
+
+
+def quote(bid: str, seq: int, venue: str = "nyse") -> marketdata.Quote:
+    return marketdata.Quote(
+        symbol="AAPL",
+        venue=venue,
+        bid=Decimal(bid),
+        ask=Decimal(bid) + Decimal("0.10"),
+        bid_size=Decimal(100),
+        ask_size=Decimal(100),
+        last=Decimal(bid),
+        last_size=Decimal(1),
+        volume=Decimal(10),
+        ts=time.time_ns(),
+        seq=seq,
+    )
+
+
+def trade(price: str, seq: int) -> marketdata.Trade:
+    return marketdata.Trade(
+        symbol="AAPL", venue="nyse", price=Decimal(price), size=Decimal(1), ts=seq, seq=seq
+    )
+
+
+def test_quotes_are_conflated_per_subject_and_trades_bounded() -> None:
+    page = Conflation(max_events=3)
+    for seq in range(1, 101):
+        page.offer("md.nyse.AAPL", "quote", marketdata.encode(quote(str(100 + seq), seq)))
+    page.offer("md.nasdaq.AAPL", "quote", marketdata.encode(quote("150", 1, venue="nasdaq")))
+    for seq in range(1, 6):
+        page.offer("md.nyse.AAPL", "trade", marketdata.encode(trade(str(200 + seq), seq)))
+    assert page.pending.is_set()
+    frame = json.loads(page.take() or b"")
+    quotes = [item for item in frame["items"] if item["type"] == "quote"]
+    trades = [item for item in frame["items"] if item["type"] == "trade"]
+    assert sorted(q["bid"] for q in quotes) == ["150", "200"]  # the latest per subject
+    assert [t["price"] for t in trades] == ["203", "204", "205"]  # the newest 3, in order
+    assert frame["dropped"] == 2
+    assert page.take() is None and not page.pending.is_set()
+
+
+def test_the_kind_of_a_message_is_its_type_field() -> None:
+    assert kind_of(marketdata.encode(trade("1", 1))) == "trade"
+    assert kind_of(b"not json") is None
+    assert kind_of(b"[1, 2]") is None
+
+
+def test_demo_keys_are_read_from_the_platforms_credentials(tmp_path: Path) -> None:
+    assert read_demo_keys(tmp_path) is None
+    (tmp_path / "credentials.json").write_bytes(
+        msgspec.json.encode(
+            {
+                "account_id": "a",
+                "key_id": "K",
+                "secret": "S",
+                "admin_key_id": "AK",
+                "admin_secret": "AS",
+            }
+        )
+    )
+    keys = read_demo_keys(tmp_path)
+    assert keys is not None and (keys.key_id, keys.secret) == ("K", "S")
+
+
+async def test_the_market_websocket_authenticates_then_relays_market_data(
+    exchange: ExchangeStack,
+) -> None:
+    alice = await exchange.trader()
+    url = exchange.url.replace("http://", "ws://") + "/dashboard/ws"
+    async with websockets.connect(url) as refused:
+        await refused.send(json.dumps({"action": "auth", "key": alice.key_id, "secret": "x"}))
+        answer = json.loads(await refused.recv())
+        assert answer == {"type": "error", "message": "unknown API key or wrong secret"}
+        await refused.wait_closed()
+        assert refused.close_code == 1008
+
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"action": "auth", "key": alice.key_id, "secret": alice.secret}))
+        assert json.loads(await ws.recv()) == {"type": "authorized"}
+        seen: list[dict[str, object]] = []
+        seq = 0
+        # Publish until the relay (subscribed once this page joined) has passed one on.
+        while not seen:
+            seq += 1
+            await exchange.nc.publish(
+                subjects.market_data("nyse", "AAPL"), marketdata.encode(quote("190.00", seq))
+            )
+            await exchange.nc.flush()
+            try:
+                frame = json.loads(await ws_recv(ws, 0.5))
+            except TimeoutError:
+                continue
+            assert frame["type"] == "md"
+            seen.extend(frame["items"])
+        assert seen[0]["symbol"] == "AAPL" and seen[0]["bid"] == "190.00"
+
+
+async def ws_recv(ws: websockets.ClientConnection, timeout: float) -> str | bytes:
+    return await asyncio.wait_for(ws.recv(), timeout)
+
+
+async def test_ops_streams_needs_a_key_and_reports_rates(exchange: ExchangeStack) -> None:
+    anonymous = exchange.client()
+    assert (await anonymous.get("/v2/ops/streams")).status_code == 401
+    alice = await exchange.trader()
+    first = (await alice.http.get("/v2/ops/streams")).json()
+    assert first["nats_connected"] is True
+    names = {s["stream"]["name"] for s in first["streams"]}
+    assert {"MARKET_DATA", "ORDERS"} <= names
+    orders = next(s for s in first["streams"] if s["stream"]["name"] == "ORDERS")
+    assert orders["stream"]["messages"] >= 1  # the account opening was journaled
+    await exchange.js.publish(
+        subjects.market_data("nyse", "AAPL"), marketdata.encode(quote("190.00", 1))
+    )
+    market_data: dict[str, Any] = {}
+
+    async def measured() -> bool:
+        report = (await alice.http.get("/v2/ops/streams")).json()
+        market_data.update(
+            next(s for s in report["streams"] if s["stream"]["name"] == "MARKET_DATA")
+        )
+        return market_data["messages_per_s"] is not None
+
+    await eventually(measured, message="the second sample never came")
+    assert market_data["stream"]["messages"] == 1
+    assert market_data["messages_per_s"] > 0
+
+
+async def test_demo_keys_are_not_offered_without_credentials(exchange: ExchangeStack) -> None:
+    # The exchange fixture's home has no credentials.json: nothing is offered.
+    response = await exchange.client().get("/dashboard/demo-keys")
+    assert response.status_code == 204
+    page = await exchange.client().get("/")
+    assert page.status_code == 200 and "<title>Bourse</title>" in page.text
+    script = await exchange.client().get("/dashboard/static/js/main.js")
+    assert script.status_code == 200
