@@ -16,6 +16,14 @@ Benchmark = Callable[[bool], Coroutine[Any, Any, Result]]
 
 def registry() -> dict[str, Benchmark]:
     """Name -> benchmark coroutine taking `quick` (a short run for smoke tests)."""
-    from benchmarks import engine, feed, orders
+    from benchmarks import analytics, dashboard, engine, fanout, feed, history, orders
 
-    return {"feed": feed.run, "engine": engine.run, "orders": orders.run}
+    return {
+        "feed": feed.run,
+        "engine": engine.run,
+        "orders": orders.run,
+        "fanout": fanout.run,
+        "analytics": analytics.run,
+        "history": history.run,
+        "dashboard": dashboard.run,
+    }

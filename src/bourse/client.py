@@ -39,6 +39,8 @@ Side = Literal["buy", "sell"]
 OrderType = Literal["market", "limit", "stop", "stop_limit"]
 TimeInForce = Literal["day", "gtc", "ioc", "fok"]
 StatusFilter = Literal["open", "closed", "all"]
+AlertCondition = Literal["above", "below", "crosses"]
+AlertStatusFilter = Literal["active", "triggered", "all"]
 
 _T = TypeVar("_T")
 
@@ -172,6 +174,22 @@ class AccountSummary(msgspec.Struct, frozen=True, kw_only=True):
     trading_blocked: bool = False
     blocked_reason: str | None = None
     shorting_enabled: bool = False
+    created_at: datetime | None = None
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """A price alert (`/v2/alerts`, a Bourse extension): docs/alerts.md."""
+
+    id: str
+    symbol: str
+    condition: str
+    price: Decimal
+    recurring: bool = False
+    hysteresis: Decimal = Decimal(0)
+    status: str  # active, or triggered (a one-shot alert that fired)
+    fire_count: int = 0
+    last_fired_at: datetime | None = None
+    last_fired_price: Decimal | None = None
     created_at: datetime | None = None
 
 
@@ -424,6 +442,37 @@ class BourseClient:
             params["percentage"] = format(percentage, "f")
         response = self._request("DELETE", f"/v2/positions/{_segment(symbol)}", params=params)
         return self._decode(response, Order)
+
+    # ---- price alerts (a Bourse extension) ----
+
+    def create_alert(
+        self,
+        symbol: str,
+        condition: AlertCondition,
+        price: Decimal,
+        *,
+        recurring: bool = False,
+        hysteresis: Decimal | None = None,
+    ) -> Alert:
+        """Alert the account when `symbol`'s price is above / below `price`, or crosses it."""
+        body: dict[str, Any] = {
+            "symbol": symbol,
+            "condition": condition,
+            "price": _text(price),
+            "recurring": recurring,
+        }
+        if hysteresis is not None:
+            body["hysteresis"] = _text(hysteresis)
+        return self._decode(self._request("POST", "/v2/alerts", json=body), Alert)
+
+    def alerts(self, status: AlertStatusFilter = "all") -> list[Alert]:
+        return self._get("/v2/alerts", list[Alert], params={"status": status})
+
+    def alert(self, alert_id: str) -> Alert:
+        return self._get(f"/v2/alerts/{_segment(alert_id)}", Alert)
+
+    def delete_alert(self, alert_id: str) -> None:
+        self._request("DELETE", f"/v2/alerts/{_segment(alert_id)}")
 
     # ---- administration (an admin key) ----
 

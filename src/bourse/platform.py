@@ -26,6 +26,9 @@ from bourse.accounts.service import accounts_service, serve_queries
 from bourse.agents.config import MarketMakersConfig
 from bourse.agents.recovery import OrderRegistry
 from bourse.agents.service import MarketMakers
+from bourse.alerts.service import AlertsService
+from bourse.analytics.pipeline import AnalyticsConfig
+from bourse.analytics.service import AnalyticsService
 from bourse.bus.connection import connect
 from bourse.bus.fold import FoldService
 from bourse.bus.server import NatsServer
@@ -35,7 +38,10 @@ from bourse.engine.session import SessionClock
 from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.gateway.app import open_account
+from bourse.gateway.metrics import MonitorConfig
 from bourse.gateway.server import DEFAULT_PORT, Gateway, GatewayConfig
+from bourse.history.service import HistoryService
+from bourse.history.store import open_store
 from bourse.model.instruments import DEFAULT_UNIVERSE
 from bourse.risk.rules import RiskConfig
 from bourse.risk.service import default_config, risk_service
@@ -63,9 +69,17 @@ class PlatformConfig:
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_PORT  # 0: a free one
     database_url: str | None = None  # None: SQLite in the home directory
+    # The history store (docs/history.md). None: the PostgreSQL of database_url if it is
+    # one, else DuckDB at <home>/history.duckdb.
+    history_url: str | None = None
     demo_cash: Decimal = Decimal(100_000)
     market_makers: bool = True  # liquidity on the bourse venue around the feed's prices
     risk: RiskConfig | None = None  # None: risk.service.default_config, market makers exempt
+    # None: no analytics service (bars, VWAP, NBBO, arbitrage on ANALYTICS; docs/analytics.md)
+    analytics: AnalyticsConfig | None = field(default_factory=AnalyticsConfig)
+    alerts: bool = True  # the price alerts service (docs/alerts.md)
+    # JetStream sampling and consumer lag warnings (docs/monitoring.md)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 class Credentials(msgspec.Struct, kw_only=True):
@@ -77,6 +91,16 @@ class Credentials(msgspec.Struct, kw_only=True):
     secret: str
     admin_key_id: str
     admin_secret: str
+
+
+def history_url(config: PlatformConfig) -> str | None:
+    """The history store: `history_url`, else the read model's PostgreSQL, else None (DuckDB
+    in the home directory)."""
+    if config.history_url:
+        return config.history_url
+    if config.database_url and config.database_url.startswith(("postgresql", "postgres:")):
+        return config.database_url
+    return None
 
 
 def clustered(nc: NATS) -> bool:
@@ -96,6 +120,9 @@ class Platform:
     _queries: Subscription | None = None
     session: SessionClock | None = None
     makers: MarketMakers | None = None
+    history: HistoryService | None = None
+    analytics: AnalyticsService | None = None
+    alerts: AlertsService | None = None
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
@@ -129,6 +156,20 @@ class Platform:
             await service.start()
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
         self._queries = await serve_queries(self.nc, accounts)
+        if self.config.analytics is not None:
+            # Bars, VWAP, NBBO and arbitrage from MARKET_DATA onto ANALYTICS; resumes from
+            # its snapshot.
+            self.analytics = await AnalyticsService(self.nc, self.config.analytics).start()
+            self._tasks.append(asyncio.create_task(self.analytics.join(), name="analytics"))
+        if self.config.alerts:
+            # Price alerts: the accounts' requests on ALERTS against the quotes on
+            # MARKET_DATA; resumes from its snapshot without firing twice.
+            self.alerts = await AlertsService(self.nc).start()
+            self._tasks.append(asyncio.create_task(self.alerts.join(), name="alerts"))
+        # History: MARKET_DATA into the store, and its queries (history.query.*) for the
+        # gateway's market-data API; resumes after what it acknowledged.
+        store = await asyncio.to_thread(open_store, history_url(self.config), home=self.config.home)
+        self.history = await HistoryService(self.nc, store).start()
         self.session = await SessionClock(self.nc).start()  # DAY orders expire at midnight UTC
         if self.config.market_makers:
             # Re-quote on a 5 bp move at most once a second per symbol: a realistic book
@@ -148,9 +189,15 @@ class Platform:
                 host=self.config.api_host,
                 port=self.config.api_port,
                 database_url=self.config.database_url,
+                monitor=self.config.monitor,
             ),
             home=self.config.home,
         )
+        # /metrics and /readyz cover every service of this process.
+        for service in self.services:
+            self.gateway.ops.watch_fold(service)
+        if self.alerts is not None:
+            self.gateway.ops.watch_alerts(self.alerts)
         await self.gateway.start()
         self._tasks.append(asyncio.create_task(self.gateway.join(), name="gateway"))
         self.credentials = await self._credentials()
@@ -159,6 +206,8 @@ class Platform:
             self.feed = FeedRunner(
                 self.nc, simulated_batches(simulator, rate=self.config.feed_rate)
             )
+            publisher = self.feed.publisher
+            self.gateway.ops.watch_publisher("feed", lambda: publisher.stats)
             self._tasks.append(asyncio.create_task(self.feed.run(), name="feed"))
         write_runtime(
             Runtime(
@@ -235,6 +284,12 @@ class Platform:
                 await self.gateway.stop()  # finishes requests in flight first
             except Exception:
                 log.exception("stopping the gateway failed")
+        if self.history is not None:
+            try:
+                await self.history.stop()  # stores and acknowledges the batch in hand
+            except Exception:
+                log.exception("stopping the history service failed")
+            self.history.store.close()
         if self.makers is not None:
             try:
                 await self.makers.stop()  # cancels its quotes while the services still run
@@ -247,11 +302,21 @@ class Platform:
                 await self._queries.unsubscribe()
             except Exception:
                 log.exception("unsubscribing the ledger queries failed")
+        if self.alerts is not None:
+            try:
+                await self.alerts.stop()  # waits for its firings' acks, writes a snapshot
+            except Exception:
+                log.exception("stopping the alerts service failed")
         for service in reversed(self.services):
             try:
                 await service.stop()  # finishes in-flight publishes, writes a snapshot
             except Exception:
                 log.exception("stopping a service failed")
+        if self.analytics is not None:
+            try:
+                await self.analytics.stop()  # publishes what is due, writes a snapshot
+            except Exception:
+                log.exception("stopping the analytics service failed")
         # Failures were reported by wait(); here only the orderly end matters.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.nc is not None and not self.nc.is_closed:

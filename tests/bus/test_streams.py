@@ -19,12 +19,15 @@ async def test_provisioning_creates_the_streams_as_specified(nc) -> None:
     js: JetStreamContext = nc.jetstream()
     infos = await provision_streams(js)
     by_name = {info.config.name: info.config for info in infos}
-    assert set(by_name) == {"MARKET_DATA", "ORDERS", "POSITIONS", "RISK", "DEAD_LETTERS"}
+    assert set(by_name) >= {"MARKET_DATA", "ORDERS", "POSITIONS", "RISK", "DEAD_LETTERS"}
+    assert set(by_name) == {spec.name for spec in PLATFORM_STREAMS}
     assert by_name["MARKET_DATA"].subjects == ["md.>"]
     assert by_name["MARKET_DATA"].max_age == 24 * 3600
     assert by_name["ORDERS"].max_age == 30 * DAY
     assert by_name["POSITIONS"].max_bytes == 1024**3
     assert by_name["RISK"].max_age == 7 * DAY
+    assert by_name["ANALYTICS"].subjects == ["analytics.>"]
+    assert by_name["ANALYTICS"].max_age == 7 * DAY
     for config in by_name.values():
         assert config.storage == StorageType.FILE
         assert config.duplicate_window == DUPLICATE_WINDOW == 120
@@ -60,4 +63,3 @@ async def test_a_setting_nats_cannot_change_is_reported(nc) -> None:
     assert "nats stream rm MARKET_DATA" in str(caught.value)
     info = await js.stream_info("MARKET_DATA")
     assert info.config.storage == StorageType.MEMORY, "nothing was changed"
-    assert len(PLATFORM_STREAMS) == 5

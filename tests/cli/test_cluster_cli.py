@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bourse.bus import streams as platform_streams
 from tests.cli.helpers import BOURSE, bourse, children_of, command_line, isolated_env, wait_for
 
-PLATFORM_STREAMS = {"MARKET_DATA", "ORDERS", "POSITIONS", "RISK", "DEAD_LETTERS"}
+PLATFORM_STREAMS = {spec.name for spec in platform_streams.PLATFORM_STREAMS}
 
 
 @pytest.fixture

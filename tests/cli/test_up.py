@@ -117,6 +117,15 @@ def test_schema_describes_every_market_data_message(env: dict[str, str]) -> None
     assert set(market_data["discriminator"]["mapping"]) == {"quote", "trade", "depth"}
     assert "Execution" in document["orders.>"]["$defs"]
     assert "PositionChanged" in document["positions.<account>.<symbol>"]["$defs"]
+    analytics = set(document["analytics.>"]["discriminator"]["mapping"])
+    assert analytics == {
+        "bar",
+        "indicators",
+        "vwap",
+        "nbbo",
+        "arbitrage_opened",
+        "arbitrage_closed",
+    }
     quote = market_data["$defs"]["Quote"]
     assert quote["properties"]["bid"] == {"type": "string", "format": "decimal"}
 
@@ -202,3 +211,25 @@ def test_up_refuses_a_bad_risk_config_before_starting_anything(
     assert result.returncode == 2
     assert "daily_loss_limit" in result.stderr and "a positive amount" in result.stderr
     assert not (Path(env["BOURSE_HOME"]) / "runtime.json").exists()
+
+
+async def test_the_platform_publishes_bars_and_the_nbbo_of_its_feed(
+    platform: subprocess.Popen[str], env: dict[str, str]
+) -> None:
+    """The analytics service of `bourse up` turns the simulated feed into ANALYTICS."""
+    from bourse.analytics import messages
+    from bourse.analytics.bars import Bar
+    from bourse.analytics.nbbo import Nbbo
+    from bourse.bus.connection import connect
+
+    url = json.loads((Path(env["BOURSE_HOME"]) / "runtime.json").read_text())["nats_url"]
+    nc = await connect(url, name="test-analytics")
+    try:
+        bars = await nc.subscribe("analytics.bars.1Sec.*.AAPL")
+        nbbo = await nc.subscribe("analytics.nbbo.AAPL")
+        bar = messages.decode((await bars.next_msg(timeout=15)).data)
+        assert isinstance(bar, Bar) and bar.symbol == "AAPL" and bar.timeframe == "1Sec"
+        best = messages.decode((await nbbo.next_msg(timeout=15)).data)
+        assert isinstance(best, Nbbo) and len(best.fresh_venues) >= 2
+    finally:
+        await nc.close()

@@ -9,7 +9,7 @@ async def test_x(exchange: ExchangeStack) -> None:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -22,10 +22,16 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from bourse.accounts.service import accounts_service, serve_queries
+from bourse.analytics import messages as analytics_messages
+from bourse.analytics.bars import Bar
+from bourse.analytics.nbbo import Nbbo
 from bourse.bus.fold import FoldService
 from bourse.engine.service import engine_service
 from bourse.gateway.app import open_account
+from bourse.gateway.mdstream import MarketDataConfig, MarketDataStream
 from bourse.gateway.server import Gateway, GatewayConfig
+from bourse.history.service import HistoryService
+from bourse.history.store import open_store
 from bourse.model import marketdata, orders, subjects
 from tests.conftest import eventually
 
@@ -49,6 +55,7 @@ class ExchangeStack:
     gateway: Gateway
     accounts: FoldService[orders.OrdersEvent]
     engine: FoldService[Any]
+    history: HistoryService  # MARKET_DATA recorded, for the market-data API (/v2/stocks/...)
     admin: Trader
     clients: list[httpx.AsyncClient] = field(default_factory=list)
     _seq: int = 0
@@ -103,6 +110,7 @@ async def exchange(nc: NATS, js: JetStreamContext, tmp_path: Path) -> AsyncItera
     await accounts.start()
     await engine.start()
     queries: Subscription = await serve_queries(nc, accounts)
+    history = await HistoryService(nc, open_store(None, home=tmp_path)).start()
     gateway = Gateway(nc, GatewayConfig(port=0, rate=1000, burst=2000), home=tmp_path)
     await gateway.start()
     assert gateway.context is not None
@@ -114,6 +122,7 @@ async def exchange(nc: NATS, js: JetStreamContext, tmp_path: Path) -> AsyncItera
         gateway=gateway,
         accounts=accounts,
         engine=engine,
+        history=history,
         admin=Trader(made["account_id"], made["key_id"], made["secret"], httpx.AsyncClient()),
     )
     stack.admin.http = stack.client(admin_headers)
@@ -123,6 +132,75 @@ async def exchange(nc: NATS, js: JetStreamContext, tmp_path: Path) -> AsyncItera
         for client in stack.clients:
             await client.aclose()
         await gateway.stop()
+        await history.stop()
+        history.store.close()
         await queries.unsubscribe()
         await engine.stop()
         await accounts.stop()
+
+
+# ---- the market-data stream (gateway/mdstream.py) without the exchange behind it ----
+
+
+@dataclass
+class MarketDataGateway:
+    """A gateway serving Alpaca's market-data stream, an API key for it, and publishers of
+    what the stream carries (the feeds' and the analytics service's messages)."""
+
+    nc: NATS
+    gateway: Gateway
+    key_id: str
+    secret: str
+
+    @property
+    def stream(self) -> MarketDataStream:
+        assert self.gateway.market_data is not None
+        return self.gateway.market_data
+
+    def url(self, path: str) -> str:
+        return self.gateway.url.replace("http://", "ws://") + path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"action": "auth", "key": self.key_id, "secret": self.secret}
+
+    async def publish(self, message: marketdata.MarketData) -> None:
+        await self.nc.publish(
+            subjects.market_data(message.venue, message.symbol), marketdata.encode(message)
+        )
+
+    async def publish_nbbo(self, nbbo: Nbbo) -> None:
+        await self.nc.publish(subjects.analytics_nbbo(nbbo.symbol), analytics_messages.encode(nbbo))
+
+    async def publish_bar(self, bar: Bar) -> None:
+        await self.nc.publish(
+            subjects.analytics_bars(bar.timeframe, bar.venue, bar.symbol),
+            analytics_messages.encode(bar),
+        )
+
+
+MarketDataFactory = Callable[..., Awaitable[MarketDataGateway]]
+
+
+@pytest.fixture
+async def market_data(
+    nc: NATS, js: JetStreamContext, tmp_path: Path
+) -> AsyncIterator[MarketDataFactory]:
+    """`await market_data(max_symbols=3, ...)`: a gateway whose stream has that config."""
+    started: list[Gateway] = []
+
+    async def start(**settings: Any) -> MarketDataGateway:
+        config = GatewayConfig(
+            port=0, rate=1000, burst=2000, market_data=MarketDataConfig(**settings)
+        )
+        home = tmp_path / f"gateway{len(started)}"
+        home.mkdir()
+        gateway = await Gateway(nc, config, home=home).start()
+        started.append(gateway)
+        assert gateway.context is not None
+        made = await open_account(gateway.context, cash=Decimal(0), role="admin")
+        return MarketDataGateway(nc, gateway, made["key_id"], made["secret"])
+
+    yield start
+    for gateway in started:
+        await gateway.stop()

@@ -32,6 +32,7 @@ class StreamSpec:
     description: str
     max_age: float = 0.0  # seconds; 0 = unlimited
     max_bytes: int = -1
+    max_msgs_per_subject: int = -1  # -1 = unlimited; 1 keeps only each subject's latest
 
     def config(self, replicas: int) -> StreamConfig:
         return StreamConfig(
@@ -43,6 +44,7 @@ class StreamSpec:
             discard=DiscardPolicy.OLD,
             max_age=self.max_age,
             max_bytes=self.max_bytes,
+            max_msgs_per_subject=self.max_msgs_per_subject,
             num_replicas=replicas,
             duplicate_window=DUPLICATE_WINDOW,
         )
@@ -79,12 +81,49 @@ DEAD_LETTERS = StreamSpec(
     max_age=7 * DAY,
 )
 
-PLATFORM_STREAMS: tuple[StreamSpec, ...] = (MARKET_DATA, ORDERS, POSITIONS, RISK, DEAD_LETTERS)
+ANALYTICS = StreamSpec(
+    name="ANALYTICS",
+    subjects=(subjects.ALL_ANALYTICS,),
+    description="bars, indicators, VWAP, NBBO and arbitrage derived from MARKET_DATA",
+    # A week of bars for charts; the size cap keeps a fast feed's 1-second bars and NBBO
+    # changes from filling the disk (they can always be rebuilt from MARKET_DATA).
+    max_age=7 * DAY,
+    max_bytes=4 * GIB,
+)
+
+ALERTS = StreamSpec(
+    name="ALERTS",
+    subjects=(subjects.ALL_ALERTS,),
+    description="price alerts: alerts.created|deleted|fired.<account>.<alert id>",
+    # Alerts are account state: nothing ages out. Each subject keeps its latest message (an
+    # alert's creation, deletion, and latest firing), so the stream grows with the alerts
+    # made, not with how often they fire.
+    max_msgs_per_subject=1,
+    max_bytes=GIB,
+)
+
+PLATFORM_STREAMS: tuple[StreamSpec, ...] = (
+    MARKET_DATA,
+    ORDERS,
+    POSITIONS,
+    RISK,
+    DEAD_LETTERS,
+    ANALYTICS,
+    ALERTS,
+)
 
 # Settings that NATS refuses to change on an existing stream.
 _IMMUTABLE = ("storage", "retention")
 # Settings that Bourse owns and brings back to the spec when they drift.
-_EDITABLE = ("subjects", "max_age", "max_bytes", "num_replicas", "duplicate_window", "discard")
+_EDITABLE = (
+    "subjects",
+    "max_age",
+    "max_bytes",
+    "max_msgs_per_subject",
+    "num_replicas",
+    "duplicate_window",
+    "discard",
+)
 
 
 def _normalized(value: object) -> object:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import typer
@@ -11,6 +10,8 @@ from bourse.cli import (
     bench,
     cluster,
     feed,
+    history,
+    logs,
     replay,
     schema,
     strategy,
@@ -29,15 +30,28 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (up, feed, ticker, replay, streams, schema, cluster, bench, trading, strategy):
+for module in (
+    up,
+    feed,
+    ticker,
+    replay,
+    streams,
+    schema,
+    cluster,
+    bench,
+    trading,
+    strategy,
+    history,
+):
     module.register(app)
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
     try:
+        # Text lines, or JSON lines with BOURSE_LOG_FORMAT=json (cli/logs.py); `bourse up
+        # --log-format` sets it again for the platform.
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+        logs.configure(service=f"bourse-{command}" if command else "bourse")
         app()
     except BourseError as exc:
         # One line that says what was wrong and what is accepted; no traceback for users.

@@ -16,7 +16,12 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
-    name: Annotated[str, typer.Argument(help="Benchmark name: feed, engine, orders.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Benchmark name: feed, engine, orders, analytics, history, fanout, dashboard."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
     quick: Annotated[bool, typer.Option(help="A short run (smoke test, noisier).")] = False,
 ) -> None:

@@ -1,5 +1,6 @@
-"""Trading from the shell: `bourse order`, `orders`, `cancel`, `positions`, `close`, `account`
-and `bourse accounts create|list|deposit|halt|resume`, over the HTTP API (`bourse.client`).
+"""Trading from the shell: `bourse order`, `orders`, `cancel`, `positions`, `close`, `account`,
+`bourse alerts create|list|delete` and `bourse accounts create|list|deposit|halt|resume`, over
+the HTTP API (`bourse.client`).
 
 By default they trade the running platform's demo account (its key is in runtime.json) and
 administer with its admin key; --api/--key-id/--secret or $BOURSE_API_URL, $APCA_API_KEY_ID
@@ -28,6 +29,9 @@ from bourse.client import (
     KEY_ID_ENV,
     SECRET_ENV,
     AccountSummary,
+    Alert,
+    AlertCondition,
+    AlertStatusFilter,
     ApiError,
     BourseClient,
     Order,
@@ -45,6 +49,8 @@ SHORT_ID = 8  # as `bourse orders` shows ids
 SIDES: tuple[Side, ...] = get_args(Side)
 TIMES_IN_FORCE: tuple[TimeInForce, ...] = get_args(TimeInForce)
 STATUS_FILTERS: tuple[StatusFilter, ...] = get_args(StatusFilter)
+ALERT_CONDITIONS: tuple[AlertCondition, ...] = get_args(AlertCondition)
+ALERT_STATUSES: tuple[AlertStatusFilter, ...] = get_args(AlertStatusFilter)
 
 ApiOption = Annotated[
     str | None,
@@ -99,6 +105,15 @@ def register(app: typer.Typer) -> None:
     group.command("halt")(halt)
     group.command("resume")(resume)
     app.add_typer(group)
+    alerts = typer.Typer(
+        name="alerts",
+        help="Price alerts: create, list and delete the account's (a Bourse extension).",
+        no_args_is_help=True,
+    )
+    alerts.command("create")(create_alert)
+    alerts.command("list")(list_alerts)
+    alerts.command("delete")(delete_alert)
+    app.add_typer(alerts)
 
 
 # ---- arguments ----
@@ -480,6 +495,126 @@ def account(
     console = Console()
     console.print(f"Account {found.id} ({found.status}, {found.currency})", highlight=False)
     console.print(grid, highlight=False)
+
+
+# ---- price alerts ----
+
+
+def describe_alert(alert: Alert) -> str:
+    """An alert in one line: what it watches, how often, where it stands, its id."""
+    kind = "recurring" if alert.recurring else "one-shot"
+    if alert.hysteresis:
+        kind += f", hysteresis {_number(alert.hysteresis)}"
+    fired = f", fired {alert.fire_count}x" if alert.fire_count else ""
+    return (
+        f"{alert.status}: {alert.symbol} {alert.condition} {_number(alert.price)} ({kind})"
+        f"{fired}; alert {alert.id}"
+    )
+
+
+def create_alert(
+    symbol: Annotated[str, typer.Argument(metavar="SYMBOL", help="AAPL, BTC-USD (or BTC/USD) ...")],
+    condition: Annotated[
+        str,
+        typer.Argument(
+            metavar="above|below|crosses",
+            help="above / below: when the price is beyond PRICE; crosses: when it passes "
+            "PRICE either way.",
+            show_default=False,
+        ),
+    ],
+    price: Annotated[str, typer.Argument(metavar="PRICE", help="The level, e.g. 200.50.")],
+    recurring: Annotated[
+        bool,
+        typer.Option("--recurring", help="Fire again each time the price comes back across."),
+    ] = False,
+    hysteresis: Annotated[
+        str | None,
+        typer.Option(help="How far back across the price must go to re-arm (default 0)."),
+    ] = None,
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a price alert; its firings come on the WebSocket and on NATS (docs/alerts.md)."""
+    symbol = normalize_symbol(symbol)
+    chosen = parse_choice("condition", condition, ALERT_CONDITIONS)
+    level = parse_decimal("price", price, "200.50")
+    band = None if hysteresis is None else parse_decimal("--hysteresis", hysteresis, "0.50")
+    with _client(api, key_id, secret) as client:
+        made = client.create_alert(symbol, chosen, level, recurring=recurring, hysteresis=band)
+    if as_json:
+        _print_json(made)
+    else:
+        typer.echo(describe_alert(made))
+
+
+def list_alerts(
+    status: Annotated[str, typer.Option(help="active, triggered or all.")] = "all",
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the account's price alerts, oldest first."""
+    chosen = parse_choice("--status", status, ALERT_STATUSES)
+    with _client(api, key_id, secret) as client:
+        found = client.alerts(chosen)
+    if as_json:
+        _print_json(found)
+        return
+    table = _table(
+        f"Alerts ({chosen})",
+        (
+            ("ID", "left"),
+            ("Symbol", "left"),
+            ("Alert", "left"),
+            ("Status", "left"),
+            ("Fired", "right"),
+            ("Last fired", "left"),
+        ),
+    )
+    for a in found:
+        last = "-"
+        if a.last_fired_at is not None:
+            last = f"{_time(a.last_fired_at)} @ {_number(a.last_fired_price)}"
+        table.add_row(
+            a.id[:SHORT_ID],
+            a.symbol,
+            f"{a.condition} {_number(a.price)}" + (" recurring" if a.recurring else ""),
+            a.status,
+            str(a.fire_count),
+            last,
+        )
+    if not found:
+        table.caption = "no alerts"
+    Console().print(table)
+
+
+def delete_alert(
+    alert_id: Annotated[
+        str, typer.Argument(help="The alert's id, or the start of it (as `bourse alerts list`).")
+    ],
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+) -> None:
+    """Delete a price alert."""
+    with _client(api, key_id, secret) as client:
+        full_id = alert_id
+        if len(alert_id) < FULL_ID:
+            if len(alert_id) < 4:
+                raise ConfigError("alert id", alert_id, "an alert id, or its first 4 characters")
+            matches = [a.id for a in client.alerts() if a.id.startswith(alert_id.lower())]
+            if len(matches) != 1:
+                found = "none does" if not matches else f"{len(matches)} do"
+                raise ConfigError(
+                    "alert id", alert_id, f"the start of exactly one alert's id ({found})"
+                )
+            full_id = matches[0]
+        client.delete_alert(full_id)
+    typer.echo(f"alert {full_id}: deleted")
 
 
 # ---- administration ----

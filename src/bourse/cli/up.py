@@ -51,6 +51,14 @@ def up(
             envvar="BOURSE_DATABASE_URL",
         ),
     ] = None,
+    history_url: Annotated[
+        str | None,
+        typer.Option(
+            help="History store, e.g. postgresql://user@host/db (default: the read model's "
+            "PostgreSQL if --database-url is one, else DuckDB in the data directory).",
+            envvar="BOURSE_HISTORY_URL",
+        ),
+    ] = None,
     risk_config: Annotated[
         Path | None,
         typer.Option(
@@ -60,14 +68,33 @@ def up(
             show_default=False,
         ),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="Log lines as text, or json (one object per line, with the service, level, "
+            "message and extra fields).",
+            envvar="BOURSE_LOG_FORMAT",
+        ),
+    ] = "text",
+    lag_threshold: Annotated[
+        int,
+        typer.Option(
+            help="Warn when a consumer is this many messages behind its stream (0 = never).",
+            envvar="BOURSE_LAG_THRESHOLD",
+        ),
+    ] = 10_000,
 ) -> None:
     """Start the platform: embedded NATS (unless --nats), streams, feed and services.
 
     Runs until Ctrl-C or SIGTERM, then stops everything cleanly and exits 0.
     """
+    from bourse.cli import logs
+    from bourse.gateway.metrics import MonitorConfig
     from bourse.platform import Platform, PlatformConfig
     from bourse.risk.rules import read_config
 
+    logs.configure(log_format, service="bourse-up")
     if not 0 <= port <= 65535:
         raise ConfigError("--port", port, "0 (a free port) or 1-65535")
     if not rate >= 0 or rate == float("inf"):
@@ -76,6 +103,8 @@ def up(
         raise ConfigError("--api-port", api_port, "0 (a free port) or 1-65535")
     if replicas is not None and replicas not in (1, 3, 5):
         raise ConfigError("--replicas", replicas, "1, 3 or 5")
+    if lag_threshold < 0:
+        raise ConfigError("--lag-threshold", lag_threshold, "messages, 0 (never warn) or more")
     config = PlatformConfig(
         home=(home or default_home()).absolute(),
         nats_url=nats,
@@ -86,8 +115,10 @@ def up(
         api_host=api_host,
         api_port=api_port,
         database_url=database_url,
+        history_url=history_url,
         market_makers=makers,
         risk=None if risk_config is None else read_config(risk_config),
+        monitor=MonitorConfig(lag_threshold=lag_threshold),
     )
 
     async def main(stop: asyncio.Event) -> None:
@@ -96,9 +127,11 @@ def up(
             await platform.start()
             assert platform.gateway is not None and platform.credentials is not None
             keys = platform.credentials
+            ws = "ws" + platform.gateway.url.removeprefix("http")
             typer.echo(
-                f"Bourse is up.\n  API      {platform.gateway.url}   (docs: "
-                f"{platform.gateway.url}/docs)\n"
+                f"Bourse is up.\n  dashboard {platform.gateway.url}/\n"
+                f"  API      {platform.gateway.url}   (docs: {platform.gateway.url}/docs)\n"
+                f"  stream   {ws}/stream (trades)   {ws}/v2/sip   {ws}/v1beta3/crypto/us\n"
                 f"  NATS     {platform.nats_url}\n"
                 f"  demo     APCA-API-KEY-ID={keys.key_id}\n"
                 f"           APCA-API-SECRET-KEY={keys.secret}\n"

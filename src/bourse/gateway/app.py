@@ -34,9 +34,12 @@ from bourse.accounts.readmodel import api_keys, queries
 from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.queries import InvalidQuery
 from bourse.accounts.readmodel.rows import Account, Order, Position
+from bourse.alerts.view import AlertsView
 from bourse.gateway import alpaca, errors
+from bourse.gateway.alerts import alerts_router
 from bourse.gateway.auth import Authenticator, Principal, RateLimiter
 from bourse.gateway.desk import NewOrder, OrderDesk, Replacement
+from bourse.gateway.marketdata import marketdata_router
 from bourse.model import orders, subjects
 from bourse.model.instruments import AssetClass, Instrument
 
@@ -56,6 +59,7 @@ class GatewayContext:
     auth: Authenticator
     limiter: RateLimiter
     started_at: float = 0.0
+    alerts: AlertsView | None = None  # the accounts' price alerts (/v2/alerts)
 
 
 # ---- request bodies of the admin routes ----
@@ -713,6 +717,15 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     async def resume(_: Admin, account_id: str) -> Any:
         event = orders.TradingResumed(ts=time.time_ns(), account_id=account_id)
         return await journal_for(account_id, event, f"resume:{uuid.uuid4()}")
+
+    # ---- historical market data (Alpaca Market Data API), from the history service ----
+
+    app.include_router(marketdata_router(ctx.nc, principal))
+
+    # ---- price alerts (a Bourse extension) ----
+
+    if ctx.alerts is not None:
+        app.include_router(alerts_router(ctx.alerts, ctx.nc, desk.instrument, principal))
 
     return app
 

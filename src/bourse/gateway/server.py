@@ -16,7 +16,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -26,12 +26,17 @@ from nats.aio.subscription import Subscription
 from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.migrations import migrate
 from bourse.accounts.readmodel.service import ReadModelService
+from bourse.alerts.view import AlertsView
 from bourse.analytics.reference import ReferencePrices, follow_reference
 from bourse.bus.streams import ORDERS
 from bourse.errors import ConfigError
 from bourse.gateway.app import MAX_BODY, BodyLimit, GatewayContext, create_app
 from bourse.gateway.auth import Authenticator, RateLimiter
+from bourse.gateway.dashboard import MarketRelay, OpsSampler, register_dashboard
 from bourse.gateway.desk import OrderDesk
+from bourse.gateway.mdstream import MarketDataConfig, MarketDataStream
+from bourse.gateway.metrics import HttpMetrics, MonitorConfig
+from bourse.gateway.ops import Ops, register_ops
 from bourse.gateway.stream import TradeUpdates, register_stream
 from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
 
@@ -49,6 +54,10 @@ class GatewayConfig:
     burst: int = 400  # ... and at once
     max_body: int = MAX_BODY
     catch_up_timeout: float = 60.0
+    # Alpaca's market-data stream at /v2/iex, /v2/sip, /v1beta3/crypto/us (mdstream.py)
+    market_data: MarketDataConfig = field(default_factory=MarketDataConfig)
+    # JetStream sampling and lag warnings (/metrics, docs/monitoring.md)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 class _Server(uvicorn.Server):
@@ -74,6 +83,11 @@ class Gateway:
         self.db: Database | None = None
         self.readmodel: ReadModelService | None = None
         self.trade_updates: TradeUpdates | None = None
+        self.alerts: AlertsView | None = None
+        # /metrics and /readyz; the platform adds its services (`ops.watch_fold(...)`).
+        self.ops = Ops(nc, config.monitor)
+        self.dashboard_relay: MarketRelay | None = None
+        self.market_data: MarketDataStream | None = None
         self.context: GatewayContext | None = None
         self._prices_sub: Subscription | None = None
         self._server: _Server | None = None
@@ -106,15 +120,47 @@ class Gateway:
         self.readmodel.add_listener(self.trade_updates.on_applied)
         await self.readmodel.start()
         await self.readmodel.wait_caught_up(self.config.catch_up_timeout)
+        self.alerts = await AlertsView(self._nc).start()
+        await self.alerts.wait_caught_up(self.config.catch_up_timeout)
         self.context = GatewayContext(
             nc=self._nc,
             db=self.db,
             desk=desk,
             auth=Authenticator(self.db),
             limiter=RateLimiter(self.config.rate, self.config.burst),
+            alerts=self.alerts,
         )
         api = create_app(self.context)
         register_stream(api, self.context, self.trade_updates)
+        api.add_middleware(HttpMetrics, stats=self.ops.http)
+        register_ops(api, self.ops)
+        self.ops.watch_readmodel(self.readmodel, self.db)
+        self.ops.watch_alerts_view(self.alerts)
+        updates, alerts = self.trade_updates, self.alerts
+        self.ops.watch_websocket(
+            "/stream",
+            lambda: updates.connections,
+            {"trade_updates": lambda: updates.listening, "alerts": lambda: alerts.listening},
+        )
+        self.ops.start()
+        self.dashboard_relay = MarketRelay(self._nc)
+        register_dashboard(
+            api,
+            self.context,
+            relay=self.dashboard_relay,
+            ops=OpsSampler(self._nc),
+            home=self._home,
+            bound_host=self.config.host,
+        )
+        # Alpaca's market-data stream is served beside the app, on uvicorn's upgraded sockets.
+        self.market_data = await MarketDataStream(
+            self._nc,
+            self.context.auth,
+            self.context.limiter,
+            self.config.market_data,
+            instruments=self._instruments,
+        ).start()
+        self.ops.add_gauges(self.market_data.metric_families)
         app = BodyLimit(api, self.config.max_body)
         sock = self._bind()
         host, port = sock.getsockname()[:2]
@@ -124,7 +170,7 @@ class Gateway:
                 app,
                 log_level="warning",
                 lifespan="off",
-                ws="websockets-sansio",
+                ws=self.market_data.upgrades("websockets-sansio"),  # type: ignore[arg-type]
                 timeout_graceful_shutdown=5,
             )
         )
@@ -172,8 +218,15 @@ class Gateway:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        if self.market_data is not None:
+            await self.market_data.stop()
+        if self.dashboard_relay is not None:
+            await self.dashboard_relay.stop()
+        await self.ops.stop()
         if self.trade_updates is not None:
             await self.trade_updates.stop()
+        if self.alerts is not None:
+            await self.alerts.stop()
         if self.readmodel is not None:
             await self.readmodel.stop()
         if self._prices_sub is not None:

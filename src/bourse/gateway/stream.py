@@ -11,6 +11,17 @@ trading stream does, and reads text or binary):
     <- {"stream": "listening", "data": {"streams": ["trade_updates"]}}
     <- {"stream": "trade_updates", "data": {"event": "fill", "order": {...}, ...}}
 
+Bourse adds one stream to Alpaca's: `alerts`, the firings of the account's own price alerts
+(`/v2/alerts`, docs/alerts.md), as they are published on `alerts.fired.<account>.<id>`:
+
+    -> {"action": "listen", "data": {"streams": ["trade_updates", "alerts"]}}
+    <- {"stream": "listening", "data": {"streams": ["trade_updates", "alerts"]}}
+    <- {"stream": "alerts", "data": {"event": "fired", "alert_id": ..., "symbol": "AAPL",
+        "condition": "above", "price": "200", "market_price": "200.01", ...}}
+
+Each `listen` names every stream wanted (one left out is no longer sent); unknown names are
+ignored, and the answer lists the streams the connection now gets.
+
 Wrong credentials are answered `"status": "unauthorized"` and the connection is closed
 (1008); so is a connection that has not authenticated within `auth_timeout`. Listening
 before authenticating is answered `unauthorized` on the `authorization` stream; a frame that
@@ -53,7 +64,7 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from typing import Any, Literal
@@ -69,6 +80,7 @@ from bourse.accounts.readmodel.projector import ReadModelEvent
 from bourse.accounts.readmodel.rows import Fill, Order, OrderStatus
 from bourse.bus.streams import ORDERS, POSITIONS
 from bourse.gateway import alpaca
+from bourse.gateway.alerts import fired_json
 from bourse.gateway.app import GatewayContext
 from bourse.gateway.auth import Principal, RateLimiter
 from bourse.model import orders, positions
@@ -76,6 +88,7 @@ from bourse.model import orders, positions
 log = logging.getLogger(__name__)
 
 TRADE_UPDATES = "trade_updates"
+ALERTS = "alerts"  # Bourse's own: firings of the account's price alerts
 POLICY_VIOLATION = 1008  # the WebSocket close code for auth failures and slow consumers
 _EXECUTION_NAMESPACE = uuid.UUID("9a3c1f52-6d0e-4b8f-a2c7-5e4d3b2a1f60")
 _AVERAGE = Context(prec=28)  # as the projector computes filled_avg_price
@@ -246,6 +259,7 @@ class TradeUpdates:
         self._positions: OrderedDict[tuple[str, str, int], tuple[Decimal, float]] = OrderedDict()
         self._positions_seen = asyncio.Event()
         self._stopped = False
+        self.connections = 0  # open /stream connections (metrics)
 
     # ---- connections ----
 
@@ -535,6 +549,7 @@ class _Session:
         self.codec: Codec = "msgpack" if "msgpack" in content_type.lower() else "json"
         self.outbox = Outbox("", updates.queue_size)
         self.principal: Principal | None = None
+        self._stop_alerts: Callable[[], None] | None = None
         self.auth_timeout = auth_timeout
         self.close_timeout = close_timeout
         self.closing = False
@@ -548,6 +563,7 @@ class _Session:
             await asyncio.wait({reader, writer, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.updates.unlisten(self.outbox)
+            self._listen_alerts(False)
             for task in (reader, writer, ended):
                 task.cancel()
             await asyncio.gather(reader, writer, ended, return_exceptions=True)
@@ -649,15 +665,31 @@ class _Session:
                 )
             )
             return
-        wanted = TRADE_UPDATES in streams
+        offered = (TRADE_UPDATES, ALERTS) if self.ctx.alerts is not None else (TRADE_UPDATES,)
+        wanted = [name for name in offered if name in streams]
         # The reply goes first, so no update can overtake it.
-        self.outbox.put(
-            {"stream": "listening", "data": {"streams": [TRADE_UPDATES] if wanted else []}}
-        )
-        if wanted:
+        self.outbox.put({"stream": "listening", "data": {"streams": wanted}})
+        if TRADE_UPDATES in wanted:
             self.updates.listen(self.outbox)
         else:
             self.updates.unlisten(self.outbox)
+        self._listen_alerts(ALERTS in wanted)
+
+    def _listen_alerts(self, wanted: bool) -> None:
+        view = self.ctx.alerts
+        if not wanted or view is None or self.principal is None:
+            if self._stop_alerts is not None:
+                self._stop_alerts()
+                self._stop_alerts = None
+            return
+        if self._stop_alerts is None:
+            outbox = self.outbox
+            self._stop_alerts = view.listen(
+                self.principal.account_id,
+                lambda event, record: outbox.put(
+                    {"stream": ALERTS, "data": fired_json(event, record)}
+                ),
+            )
 
 
 def register_stream(
@@ -675,5 +707,9 @@ def register_stream(
         session = _Session(
             websocket, ctx, updates, auth_timeout=auth_timeout, close_timeout=close_timeout
         )
-        with contextlib.suppress(WebSocketDisconnect):
-            await session.run()
+        updates.connections += 1
+        try:
+            with contextlib.suppress(WebSocketDisconnect):
+                await session.run()
+        finally:
+            updates.connections -= 1

@@ -16,6 +16,7 @@ POSITIONS_ROOT = "positions"
 RISK_ROOT = "risk"
 DEAD_LETTER_ROOT = "deadletter"
 ACCOUNTS_ROOT = "accounts"  # request/reply queries of the accounts service (not a stream)
+ANALYTICS_ROOT = "analytics"
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 _VENUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -59,6 +60,32 @@ def parse_market_data(subject: str) -> tuple[str, str]:
     return venue, symbol
 
 
+# Analytics derived from market data (the ANALYTICS stream; see docs/analytics.md). The
+# timeframe comes first because a consumer almost always wants one: `analytics.bars.1Min.*.AAPL`.
+ALL_ANALYTICS = f"{ANALYTICS_ROOT}.>"
+
+
+def analytics_bars(timeframe: str, venue: str, symbol: str) -> str:
+    """`analytics.bars.<timeframe>.<venue>.<symbol>`, e.g. `analytics.bars.1Min.nyse.AAPL`."""
+    return f"{ANALYTICS_ROOT}.bars.{timeframe}.{venue}.{symbol}"
+
+
+def analytics_indicators(timeframe: str, venue: str, symbol: str) -> str:
+    return f"{ANALYTICS_ROOT}.indicators.{timeframe}.{venue}.{symbol}"
+
+
+def analytics_vwap(venue: str, symbol: str) -> str:
+    return f"{ANALYTICS_ROOT}.vwap.{venue}.{symbol}"
+
+
+def analytics_nbbo(symbol: str) -> str:
+    return f"{ANALYTICS_ROOT}.nbbo.{symbol}"
+
+
+def analytics_arbitrage(symbol: str) -> str:
+    return f"{ANALYTICS_ROOT}.arb.{symbol}"
+
+
 ORDERS_NEW = f"{ORDERS_ROOT}.new"
 ORDERS_CANCEL = f"{ORDERS_ROOT}.cancel"
 ORDERS_REPLACE = f"{ORDERS_ROOT}.replace"
@@ -85,6 +112,23 @@ def account_ledger(account_id: str) -> str:
 
 def risk_alert(severity: str) -> str:
     return f"{RISK_ROOT}.alerts.{severity}"
+
+
+# Price alerts (the ALERTS stream; docs/alerts.md): `alerts.<kind>.<account>.<alert id>`, kind
+# `created` or `deleted` (an account's requests, journaled by the gateway) or `fired` (the
+# alerts service). The alert id last gives each alert its own subjects, which the stream
+# compacts to the latest message of each.
+ALERTS_ROOT = "alerts"
+ALL_ALERTS = f"{ALERTS_ROOT}.>"
+
+
+def alert_event(kind: str, account_id: str, alert_id: str) -> str:
+    return f"{ALERTS_ROOT}.{kind}.{account_id}.{alert_id}"
+
+
+def alert_filter(kind: str = "*", account_id: str = "*") -> str:
+    """E.g. `alerts.fired.<account>.*`: every firing of one account's alerts."""
+    return f"{ALERTS_ROOT}.{kind}.{account_id}.*"
 
 
 def dead_letter(subject: str) -> str:
