@@ -129,14 +129,14 @@ def up(
             keys = platform.credentials
             ws = "ws" + platform.gateway.url.removeprefix("http")
             typer.echo(
-                f"Bourse is up.\n  dashboard {platform.gateway.url}/\n"
-                f"  API      {platform.gateway.url}   (docs: {platform.gateway.url}/docs)\n"
-                f"  stream   {ws}/stream (trades)   {ws}/v2/sip   {ws}/v1beta3/crypto/us\n"
-                f"  NATS     {platform.nats_url}\n"
-                f"  demo     APCA-API-KEY-ID={keys.key_id}\n"
-                f"           APCA-API-SECRET-KEY={keys.secret}\n"
-                f"  runtime  {config.home / 'runtime.json'}\n"
-                "  try      bourse order buy AAPL 10   |   bourse ticker 'md.*.AAPL'   |   "
+                f"Bourse is up.\n  dashboard  {platform.gateway.url}/\n"
+                f"  API        {platform.gateway.url}   (docs: {platform.gateway.url}/docs)\n"
+                f"  streams    {ws}/stream (trades)   {ws}/v2/sip   {ws}/v1beta3/crypto/us\n"
+                f"  NATS       {platform.nats_url}\n"
+                f"  demo       APCA-API-KEY-ID={keys.key_id}\n"
+                f"             APCA-API-SECRET-KEY={keys.secret}\n"
+                f"  runtime    {config.home / 'runtime.json'}\n"
+                "  try        bourse order buy AAPL 10   |   bourse ticker 'md.*.AAPL'   |   "
                 "bourse streams\n"
                 "Ctrl-C stops it."
             )
