@@ -4,7 +4,9 @@ platform: sign in, watch prices, trade, cancel, see errors, watch the streams.""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
+import time
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
@@ -12,10 +14,16 @@ import httpx
 from playwright.async_api import Page, expect
 
 from bourse.gateway.server import Gateway
+from bourse.model import subjects
 from bourse.platform import Platform
+from bourse.risk import messages as risk_messages
+from bourse.risk.messages import RiskAlert, Severity
+from bourse.risk.rules import RuleName
+from tests.conftest import eventually
 from tests.dashboard.conftest import PageErrors
 
 SYMBOL = "AAPL"
+_risk_numbers = itertools.count(1)
 
 
 async def sign_in(page: Page, platform: Platform) -> None:
@@ -27,6 +35,26 @@ async def sign_in(page: Page, platform: Platform) -> None:
     await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     await expect(page.locator("#md-state")).to_have_attribute("data-state", "on")
     await expect(page.locator("#tu-state")).to_have_attribute("data-state", "on")
+
+
+async def publish_risk_alert(
+    platform: Platform, account_id: str, severity: Severity, message: str
+) -> RiskAlert:
+    """A RiskAlert as the risk service publishes it, on `risk.alerts.<severity>`."""
+    assert platform.nc is not None
+    alert = RiskAlert(
+        ts=time.time_ns(),
+        alert_id=f"risk-alert:{account_id}:test-{next(_risk_numbers)}",
+        account_id=account_id,
+        rule=RuleName.DAILY_LOSS,
+        severity=severity,
+        value=Decimal("850.00"),
+        limit=Decimal("1000"),
+        threshold=Decimal("800"),
+        message=message,
+    )
+    await platform.nc.publish(subjects.risk_alert(severity), risk_messages.encode(alert))
+    return alert
 
 
 def watchlist_cell(page: Page, symbol: str, column: int) -> str:
@@ -199,9 +227,57 @@ async def test_price_alert_is_created_fires_and_is_deleted(
     row = panel.locator("#alerts-list tr[data-alert-id]")
     await expect(row).to_have_count(1)
     await expect(row).to_contain_text("fired 1×")
+    assert platform.credentials is not None
+    risk = await publish_risk_alert(
+        platform, platform.credentials.account_id, "warning", "daily loss 850.00 passed 80% of 1000"
+    )
+    await expect(panel.locator(f"#risk-alerts tr[data-alert-id='{risk.alert_id}']")).to_be_visible()
     await panel.screenshot(path=screenshots / "alerts.png")
     await row.get_by_role("button", name=re.compile("^Delete alert")).click()
     await expect(row).to_have_count(0)
+
+
+async def test_risk_alerts_of_the_account_show_in_the_alerts_panel(
+    page: Page, platform: Platform, page_errors: PageErrors
+) -> None:
+    gateway, credentials = platform.gateway, platform.credentials
+    assert gateway is not None and gateway.risk is not None and credentials is not None
+    feed, account = gateway.risk, credentials.account_id
+    # One raised before the page opens: the page lists it from GET /v2/risk/alerts.
+    earlier = await publish_risk_alert(platform, account, "warning", "earlier: 80% of the loss")
+    await eventually(
+        lambda: any(a.alert_id == earlier.alert_id for a in feed.recent(account)),
+        message="the gateway never received the earlier risk alert",
+    )
+    await sign_in(page, platform)
+    risk = page.locator("#panel-alerts #risk-alerts")
+    earlier_row = risk.locator(f"tr[data-alert-id='{earlier.alert_id}']")
+    await expect(earlier_row).to_have_attribute("data-severity", "warning")
+    await expect(earlier_row).to_contain_text("earlier: 80% of the loss")
+    await expect(earlier_row).to_contain_text("daily loss")
+
+    # Live, from the risk stream: another account's first, then the signed-in account's.
+    other = await publish_risk_alert(platform, "another-account", "critical", "not yours")
+    own = await publish_risk_alert(platform, account, "critical", "daily loss reached: halted")
+    own_row = risk.locator(f"tr[data-alert-id='{own.alert_id}']")
+    await expect(own_row).to_have_attribute("data-severity", "critical")
+    await expect(own_row.locator("td.severity")).to_have_text("critical")
+    await expect(own_row.locator("td.rule")).to_have_text("daily loss")
+    await expect(own_row.locator("td.message")).to_have_text("daily loss reached: halted")
+    await expect(own_row.locator("td.time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    await expect(risk.locator("tr[data-alert-id]").first).to_have_attribute(
+        "data-alert-id", own.alert_id
+    )  # the newest first
+    await expect(page.locator("#toasts")).to_contain_text("Risk: daily loss reached: halted")
+    # The other account's alert, published before, never reached this page.
+    await expect(risk.locator(f"tr[data-alert-id='{other.alert_id}']")).to_have_count(0)
+    await expect(risk).not_to_contain_text("not yours")
+    # The severity colours differ.
+    colour = "el => getComputedStyle(el).color"
+    assert await own_row.locator("td.severity").evaluate(colour) != await earlier_row.locator(
+        "td.severity"
+    ).evaluate(colour)
+    await expect(page.locator("#halted-banner")).to_be_hidden()  # the banner is the account's
 
 
 async def test_a_halted_account_shows_the_banner_and_its_orders_are_refused(

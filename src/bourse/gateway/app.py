@@ -40,6 +40,7 @@ from bourse.gateway.alerts import alerts_router
 from bourse.gateway.auth import Authenticator, Principal, RateLimiter
 from bourse.gateway.desk import NewOrder, OrderDesk, Replacement
 from bourse.gateway.marketdata import marketdata_router
+from bourse.gateway.riskfeed import RiskFeed, risk_router
 from bourse.model import orders, subjects
 from bourse.model.instruments import AssetClass, Instrument
 
@@ -60,6 +61,7 @@ class GatewayContext:
     limiter: RateLimiter
     started_at: float = 0.0
     alerts: AlertsView | None = None  # the accounts' price alerts (/v2/alerts)
+    risk: RiskFeed | None = None  # the accounts' risk alerts (/v2/risk/alerts, /stream)
 
 
 # ---- request bodies of the admin routes ----
@@ -726,6 +728,11 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     if ctx.alerts is not None:
         app.include_router(alerts_router(ctx.alerts, ctx.nc, desk.instrument, principal))
+
+    # ---- risk alerts (a Bourse extension) ----
+
+    if ctx.risk is not None:
+        app.include_router(risk_router(ctx.risk, principal))
 
     return app
 

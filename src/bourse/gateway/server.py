@@ -37,6 +37,7 @@ from bourse.gateway.desk import OrderDesk
 from bourse.gateway.mdstream import MarketDataConfig, MarketDataStream
 from bourse.gateway.metrics import HttpMetrics, MonitorConfig
 from bourse.gateway.ops import Ops, register_ops
+from bourse.gateway.riskfeed import RiskFeed
 from bourse.gateway.stream import TradeUpdates, register_stream
 from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
 
@@ -84,6 +85,7 @@ class Gateway:
         self.readmodel: ReadModelService | None = None
         self.trade_updates: TradeUpdates | None = None
         self.alerts: AlertsView | None = None
+        self.risk: RiskFeed | None = None  # risk alerts by account (/stream, /v2/risk/alerts)
         # /metrics and /readyz; the platform adds its services (`ops.watch_fold(...)`).
         self.ops = Ops(nc, config.monitor)
         self.dashboard_relay: MarketRelay | None = None
@@ -122,6 +124,7 @@ class Gateway:
         await self.readmodel.wait_caught_up(self.config.catch_up_timeout)
         self.alerts = await AlertsView(self._nc).start()
         await self.alerts.wait_caught_up(self.config.catch_up_timeout)
+        self.risk = await RiskFeed(self._nc).start()
         self.context = GatewayContext(
             nc=self._nc,
             db=self.db,
@@ -129,6 +132,7 @@ class Gateway:
             auth=Authenticator(self.db),
             limiter=RateLimiter(self.config.rate, self.config.burst),
             alerts=self.alerts,
+            risk=self.risk,
         )
         api = create_app(self.context)
         register_stream(api, self.context, self.trade_updates)
@@ -136,11 +140,15 @@ class Gateway:
         register_ops(api, self.ops)
         self.ops.watch_readmodel(self.readmodel, self.db)
         self.ops.watch_alerts_view(self.alerts)
-        updates, alerts = self.trade_updates, self.alerts
+        updates, alerts, risk = self.trade_updates, self.alerts, self.risk
         self.ops.watch_websocket(
             "/stream",
             lambda: updates.connections,
-            {"trade_updates": lambda: updates.listening, "alerts": lambda: alerts.listening},
+            {
+                "trade_updates": lambda: updates.listening,
+                "alerts": lambda: alerts.listening,
+                "risk": lambda: risk.listening,
+            },
         )
         self.ops.start()
         self.dashboard_relay = MarketRelay(self._nc)
@@ -227,6 +235,8 @@ class Gateway:
             await self.trade_updates.stop()
         if self.alerts is not None:
             await self.alerts.stop()
+        if self.risk is not None:
+            await self.risk.stop()
         if self.readmodel is not None:
             await self.readmodel.stop()
         if self._prices_sub is not None:

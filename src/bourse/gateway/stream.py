@@ -11,13 +11,24 @@ trading stream does, and reads text or binary):
     <- {"stream": "listening", "data": {"streams": ["trade_updates"]}}
     <- {"stream": "trade_updates", "data": {"event": "fill", "order": {...}, ...}}
 
-Bourse adds one stream to Alpaca's: `alerts`, the firings of the account's own price alerts
+Bourse adds two streams to Alpaca's: `alerts`, the firings of the account's own price alerts
 (`/v2/alerts`, docs/alerts.md), as they are published on `alerts.fired.<account>.<id>`:
 
     -> {"action": "listen", "data": {"streams": ["trade_updates", "alerts"]}}
     <- {"stream": "listening", "data": {"streams": ["trade_updates", "alerts"]}}
     <- {"stream": "alerts", "data": {"event": "fired", "alert_id": ..., "symbol": "AAPL",
         "condition": "above", "price": "200", "market_price": "200.01", ...}}
+
+and `risk`, the account's own risk alerts (`RiskAlert`s of the risk service, published on
+`risk.alerts.<severity>`; `GET /v2/risk/alerts` lists the recent ones, gateway/riskfeed.py):
+
+    -> {"action": "listen", "data": {"streams": ["trade_updates", "alerts", "risk"]}}
+    <- {"stream": "risk", "data": {"alert_id": "risk-alert:<account>:3", "rule": "daily_loss",
+        "severity": "critical", "message": ..., "value": "1050.00", "limit": "1000",
+        "threshold": "1000", "symbol": "", "timestamp": "2024-06-10T06:13:20Z"}}
+
+The gateway holds one subscription for each of them, whatever the number of clients, and
+hands each message to the connections of its own account only.
 
 Each `listen` names every stream wanted (one left out is no longer sent); unknown names are
 ignored, and the answer lists the streams the connection now gets.
@@ -83,12 +94,14 @@ from bourse.gateway import alpaca
 from bourse.gateway.alerts import fired_json
 from bourse.gateway.app import GatewayContext
 from bourse.gateway.auth import Principal, RateLimiter
+from bourse.gateway.riskfeed import RISK, risk_json
 from bourse.model import orders, positions
 
 log = logging.getLogger(__name__)
 
 TRADE_UPDATES = "trade_updates"
 ALERTS = "alerts"  # Bourse's own: firings of the account's price alerts
+# RISK = "risk" (gateway/riskfeed.py), Bourse's own too: the account's risk alerts
 POLICY_VIOLATION = 1008  # the WebSocket close code for auth failures and slow consumers
 _EXECUTION_NAMESPACE = uuid.UUID("9a3c1f52-6d0e-4b8f-a2c7-5e4d3b2a1f60")
 _AVERAGE = Context(prec=28)  # as the projector computes filled_avg_price
@@ -550,6 +563,7 @@ class _Session:
         self.outbox = Outbox("", updates.queue_size)
         self.principal: Principal | None = None
         self._stop_alerts: Callable[[], None] | None = None
+        self._stop_risk: Callable[[], None] | None = None
         self.auth_timeout = auth_timeout
         self.close_timeout = close_timeout
         self.closing = False
@@ -564,6 +578,7 @@ class _Session:
         finally:
             self.updates.unlisten(self.outbox)
             self._listen_alerts(False)
+            self._listen_risk(False)
             for task in (reader, writer, ended):
                 task.cancel()
             await asyncio.gather(reader, writer, ended, return_exceptions=True)
@@ -665,7 +680,11 @@ class _Session:
                 )
             )
             return
-        offered = (TRADE_UPDATES, ALERTS) if self.ctx.alerts is not None else (TRADE_UPDATES,)
+        offered = (
+            TRADE_UPDATES,
+            *((ALERTS,) if self.ctx.alerts is not None else ()),
+            *((RISK,) if self.ctx.risk is not None else ()),
+        )
         wanted = [name for name in offered if name in streams]
         # The reply goes first, so no update can overtake it.
         self.outbox.put({"stream": "listening", "data": {"streams": wanted}})
@@ -674,6 +693,7 @@ class _Session:
         else:
             self.updates.unlisten(self.outbox)
         self._listen_alerts(ALERTS in wanted)
+        self._listen_risk(RISK in wanted)
 
     def _listen_alerts(self, wanted: bool) -> None:
         view = self.ctx.alerts
@@ -689,6 +709,20 @@ class _Session:
                 lambda event, record: outbox.put(
                     {"stream": ALERTS, "data": fired_json(event, record)}
                 ),
+            )
+
+    def _listen_risk(self, wanted: bool) -> None:
+        feed = self.ctx.risk
+        if not wanted or feed is None or self.principal is None:
+            if self._stop_risk is not None:
+                self._stop_risk()
+                self._stop_risk = None
+            return
+        if self._stop_risk is None:
+            outbox = self.outbox
+            self._stop_risk = feed.listen(
+                self.principal.account_id,
+                lambda alert: outbox.put({"stream": RISK, "data": risk_json(alert)}),
             )
 
 

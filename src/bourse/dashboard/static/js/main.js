@@ -1,9 +1,10 @@
 // The dashboard's entry point: sign-in, then the markets, trading and operations views wired
 // to the gateway (REST with the signed-in key, /dashboard/ws for market data, /stream for the
-// account's order updates and alert firings).
+// account's order updates, price alert firings and risk alerts).
 
 import { Api, ApiError, servedPaths } from "./api.js";
 import { AlertsView } from "./alerts.js";
+import { RiskAlertsView } from "./risk.js";
 import { BookView } from "./book.js";
 import { BarBook, ChartView } from "./chart.js";
 import { FrameScheduler } from "./frame.js";
@@ -101,6 +102,7 @@ async function boot(api, account) {
   const book = new BookView({ market, table: $("book"), tapeTable: $("tape") });
   const ticket = new Ticket({ form: $("ticket"), api, onPlaced: () => portfolio.refresh() });
   const alerts = new AlertsView({ container: $("alerts"), api, toast });
+  const risk = new RiskAlertsView({ table: $("risk-alerts"), api, toast });
   const portfolio = new Portfolio({
     api, market, scheduler, toast,
     els: {
@@ -192,21 +194,26 @@ async function boot(api, account) {
     isReady: (m) => m.stream === "listening",
     onState: (state) => {
       linkState("trades", $("tu-state"))(state);
-      if (state === "on") portfolio.refresh(); // re-read what happened while away
+      if (state === "on") { // re-read what happened while away (listening already: no gap)
+        portfolio.refresh();
+        risk.load(paths);
+      }
     },
     onMessage: (m) => {
       if (m.stream === "authorization" && m.data?.status === "authorized") {
-        tradesSocket.send({ action: "listen", data: { streams: ["trade_updates", "alerts"] } });
+        tradesSocket.send({ action: "listen", data: { streams: ["trade_updates", "alerts", "risk"] } });
       } else if (m.stream === "trade_updates") {
         portfolio.onTradeUpdate(m.data);
       } else if (m.stream === "alerts") {
         alerts.onFired(m.data);
+      } else if (m.stream === "risk") {
+        risk.onAlert(m.data);
       }
     },
   }).start();
 
   // For the browser tests and the dashboard benchmark: what the page has seen and drawn.
-  window.bourse = { scheduler, market, portfolio, ops, marketSocket, tradesSocket, bars };
+  window.bourse = { scheduler, market, portfolio, ops, marketSocket, tradesSocket, bars, risk };
   document.body.dataset.ready = "true";
 }
 
