@@ -183,6 +183,24 @@ def test_latest_is_by_time_not_by_arrival(store: HistoryStore) -> None:
     assert as_message(store.latest("trades", ["AAPL"])["AAPL"]) == newest
 
 
+def test_latest_of_a_batch_in_order_and_out_of_order(store: HistoryStore) -> None:
+    # A batch in (ts, stream sequence) order takes its last message per key as the newest;
+    # one that is not (a time going back, a sequence twice) compares them all.
+    first = quote("180.00", "180.02", T0 + 5 * S, venue="nyse")
+    tied = quote("180.10", "180.12", T0 + 5 * S, venue="nyse")  # same time, later sequence
+    elsewhere = quote("179.00", "179.02", T0 + 6 * S, venue="nasdaq")
+    store.ingest(recorded([first, tied, elsewhere]))
+    latest = store.latest("quotes", ["AAPL"], venue="nyse")["AAPL"]
+    assert (as_message(latest), latest.stream_seq) == (tied, 2)
+    newest = quote("181.00", "181.02", T0 + 9 * S, venue="nyse")
+    back = quote("178.00", "178.02", T0 + 8 * S, venue="nyse")
+    batch = recorded([newest, back], first_seq=10)
+    result = store.ingest([*batch, batch[0]])  # and the first again: a copy in the batch
+    assert (result.stored, result.duplicates) == (2, 1)
+    assert as_message(store.latest("quotes", ["AAPL"], venue="nyse")["AAPL"]) == newest
+    assert as_message(store.latest("quotes", ["AAPL"])["AAPL"]) == newest
+
+
 def test_the_latest_rows_survive_a_restart_and_a_crash(url: str, tmp_path: Path) -> None:
     first = trade("180.00", 1, T0 + 10 * S)
     with open_store(url, home=tmp_path) as store:

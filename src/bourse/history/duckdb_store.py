@@ -1,12 +1,9 @@
 """The history store in a DuckDB file (the default: `.bourse/history.duckdb`).
 
-Ingestion parses each table's payloads in one msgspec call (the batch joined into one JSON
-array) into structs whose numbers stay strings, turns them into Arrow columns, and has Arrow
-convert the number strings to DECIMAL(18, 8) in C++ (exactly: a string that would lose a digit
-or overflow is an error, never rounded); one `INSERT ... SELECT` per table then reads the typed
-Arrow table. A batch that path cannot take (a number sent as a JSON number, say) goes the
-general way instead: its payloads as an Arrow string column, parsed and typed inside DuckDB by
-`json_transform`. The first path is the faster (docs/benchmarks.md, "history").
+Ingestion hands DuckDB the batch's payloads as they came off the bus, as an Arrow string
+column beside the stream sequences, and one `INSERT ... SELECT json_transform(...)` per table
+parses and types them inside DuckDB, vectorised: building the rows in Python would cost more
+than DuckDB's whole insert (docs/benchmarks.md, "history").
 
 Idempotency without a unique index (which would triple the cost of an insert): the store
 knows the highest stream sequence it holds. A batch entirely above it is new and goes in as
@@ -21,13 +18,12 @@ its NATS queries (`bourse history export` does).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import msgspec
 import pyarrow as pa
 
 from bourse.history import schema
@@ -47,75 +43,6 @@ def _json_spec(table: str) -> str:
     return "{" + ", ".join(f'"{name}": "{kind}"' for name, kind in fields) + "}"
 
 
-_DECIMAL = pa.decimal128(18, 8)  # schema.NUMBER
-_ARROW_TYPES = {"BIGINT": pa.int64(), "VARCHAR": pa.string(), schema.NUMBER: _DECIMAL}
-# What fails the fast path: the decoding (a field of another type), an Arrow conversion (a
-# number string Arrow does not read, or would round), an integer beyond BIGINT.
-_NOT_FAST = (msgspec.ValidationError, msgspec.DecodeError, pa.ArrowException, OverflowError)
-
-
-class _QuoteFields(msgspec.Struct, gc=False):
-    """A quote's payload with its numbers as the strings they are in the JSON."""
-
-    ts: int
-    symbol: str
-    venue: str
-    bid: str
-    ask: str
-    bid_size: str
-    ask_size: str
-    last: str
-    last_size: str
-    volume: str
-    seq: int
-
-
-class _TradeFields(msgspec.Struct, gc=False, kw_only=True):
-    """A trade's payload with its numbers as strings; `side` as the model defaults it."""
-
-    ts: int
-    symbol: str
-    venue: str
-    price: str
-    size: str
-    side: str = "unknown"
-    seq: int
-
-
-class _Columns:
-    """One table's payloads, parsed in bulk into a typed Arrow table in table column order."""
-
-    def __init__(
-        self, table: str, fields: type[msgspec.Struct], decoder: msgspec.json.Decoder[list[Any]]
-    ) -> None:
-        order = list(fields.__struct_fields__)
-        columns = schema.COLUMNS[table]
-        assert sorted(order) == sorted(name for name, _ in columns[1:]), table
-        # Where each table column is among the struct's fields, and its Arrow type.
-        self._picks = [(order.index(name), _ARROW_TYPES[kind]) for name, kind in columns[1:]]
-        self._names = [name for name, _ in columns]
-        self._decoder = decoder
-
-    def __call__(self, seqs: list[int], payloads: list[bytes]) -> pa.Table:
-        """The typed rows; raises one of `_NOT_FAST` for a batch this cannot type exactly."""
-        rows = self._decoder.decode(b"[" + b",".join(payloads) + b"]")
-        values = list(zip(*map(msgspec.structs.astuple, rows), strict=True))
-        arrays = [pa.array(seqs, pa.int64())]
-        for index, kind in self._picks:
-            column = values[index]
-            if kind is _DECIMAL:  # from the strings: exact, or an error (never rounded)
-                arrays.append(pa.array(column, pa.string()).cast(_DECIMAL))
-            else:
-                arrays.append(pa.array(column, kind))
-        return pa.Table.from_arrays(arrays, names=self._names)
-
-
-_TYPED: dict[str, Callable[[list[int], list[bytes]], pa.Table]] = {
-    schema.QUOTES: _Columns(schema.QUOTES, _QuoteFields, msgspec.json.Decoder(list[_QuoteFields])),
-    schema.TRADES: _Columns(schema.TRADES, _TradeFields, msgspec.json.Decoder(list[_TradeFields])),
-}
-
-
 class DuckDbStore(HistoryStore):
     def __init__(self, connection: duckdb.DuckDBPyConnection, places: Places | None) -> None:
         super().__init__(places)
@@ -130,14 +57,6 @@ class DuckDbStore(HistoryStore):
             )
             for table in TABLES.values()
         }
-        columns = {table: ", ".join(schema.names(table)) for table in TABLES.values()}
-        self._typed_inserts = {
-            table: f"INSERT INTO {table} ({names}) SELECT {names} FROM staged fresh"
-            for table, names in columns.items()
-        }
-        # Arrow's casts set themselves up on first use (about a second): at open, not in the
-        # first batch.
-        pa.array(["0"]).cast(_DECIMAL)
         self._load()
 
     @classmethod
@@ -186,19 +105,15 @@ class DuckDbStore(HistoryStore):
     def _insert(
         self, tx: duckdb.DuckDBPyConnection, table: str, rows: Staged, *, late: bool
     ) -> int:
-        try:
-            batch = _TYPED[table](rows.seqs, rows.payloads)
-            sql = self._typed_inserts[table]
-        except _NOT_FAST:
-            # The payloads are JSON that msgspec has decoded already: valid UTF-8, so the
-            # binary array can be viewed as strings without another pass over it.
-            batch = pa.table(
-                {
-                    "stream_seq": pa.array(rows.seqs, pa.int64()),
-                    "payload": pa.array(rows.payloads, pa.binary()).view(pa.string()),
-                }
-            )
-            sql = self._inserts[table]
+        # The payloads are JSON that msgspec has decoded already: valid UTF-8, so the binary
+        # array can be viewed as strings without another pass over it.
+        batch = pa.table(
+            {
+                "stream_seq": pa.array(rows.seqs, pa.int64()),
+                "payload": pa.array(rows.payloads, pa.binary()).view(pa.string()),
+            }
+        )
+        sql = self._inserts[table]
         if late:
             sql += (
                 f" WHERE stream_seq NOT IN (SELECT stream_seq FROM {table} "

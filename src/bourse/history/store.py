@@ -107,10 +107,11 @@ class Staged:
     seqs: list[int] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     latest: dict[tuple[str, str], Recorded] = field(default_factory=dict)
+    ascending: bool = False  # the sequences strictly increase: no copies
 
     def unique(self) -> Staged:
         """Without the second and later copies of a sequence (a redelivery within a batch)."""
-        if len(set(self.seqs)) == len(self.seqs):
+        if self.ascending or len(set(self.seqs)) == len(self.seqs):
             return self
         kept: dict[int, bytes] = dict(zip(self.seqs, self.payloads, strict=True))
         return Staged(list(kept), list(kept.values()), self.latest)
@@ -122,9 +123,8 @@ def _staged(records: list[Recorded]) -> Staged:
     staged = Staged(seqs, [r.payload for r in records])
     messages = [r.message for r in records]
     times = [m.ts for m in messages]
-    if all(map(operator.lt, seqs, islice(seqs, 1, None))) and all(
-        map(operator.le, times, islice(times, 1, None))
-    ):
+    staged.ascending = all(map(operator.lt, seqs, islice(seqs, 1, None)))
+    if staged.ascending and all(map(operator.le, times, islice(times, 1, None))):
         # In (ts, stream_seq) order, as a batch usually is: the last of a key is its newest.
         staged.latest = {(m.symbol, m.venue): r for m, r in zip(messages, records, strict=True)}
         return staged
