@@ -198,6 +198,7 @@ class Platform:
             self.gateway.ops.watch_fold(service)
         if self.alerts is not None:
             self.gateway.ops.watch_alerts(self.alerts)
+        self._watch_readiness(self.gateway)
         await self.gateway.start()
         self._tasks.append(asyncio.create_task(self.gateway.join(), name="gateway"))
         self.credentials = await self._credentials()
@@ -225,6 +226,24 @@ class Platform:
             ),
             self.config.home,
         )
+
+    def _watch_readiness(self, gateway: Gateway) -> None:
+        """/readyz (and the dashboard's health cards) also cover analytics and history."""
+        tasks = {task.get_name(): task for task in self._tasks}
+        analytics = tasks.get("analytics")
+        if analytics is not None:
+
+            async def analytics_running() -> str | None:
+                return "stopped" if analytics.done() else None
+
+            gateway.ops.add_check("analytics", analytics_running)
+        history = self.history
+        if history is not None:
+
+            async def history_answering() -> str | None:
+                return None if history.answering else "not answering queries"
+
+            gateway.ops.add_check("history", history_answering)
 
     async def _credentials(self) -> Credentials:
         """The demo account and admin key: those of an earlier run if the database still

@@ -200,6 +200,10 @@ async def test_operations_counters_rise(page: Page, platform: Platform, screensh
     await expect(page.locator("#consumers tbody tr").first).to_be_visible()
     await expect(page.locator("#health .card[data-name='NATS']")).to_contain_text("connected")
     await expect(page.locator("#health .card[data-name='Feed rate']")).to_have_class("card ok")
+    for service in ("accounts", "engine", "risk", "analytics", "history"):  # as /readyz has them
+        card = page.locator(f"#health .card[data-name='Service: {service}']")
+        await expect(card).to_contain_text("ready")
+        await expect(card).to_have_class("card ok")
     # Sparklines have drawn at least two samples.
     await expect(
         page.locator("#streams tr[data-key='MARKET_DATA'] canvas.spark")

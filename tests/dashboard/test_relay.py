@@ -124,6 +124,7 @@ async def test_ops_streams_needs_a_key_and_reports_rates(exchange: ExchangeStack
     alice = await exchange.trader()
     first = (await alice.http.get("/v2/ops/streams")).json()
     assert first["nats_connected"] is True
+    assert first["services"]["nats"] == "ok" and first["services"]["readmodel"] == "ok"
     names = {s["stream"]["name"] for s in first["streams"]}
     assert {"MARKET_DATA", "ORDERS"} <= names
     orders = next(s for s in first["streams"] if s["stream"]["name"] == "ORDERS")

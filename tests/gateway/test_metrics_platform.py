@@ -137,6 +137,8 @@ def test_readyz_is_200_once_every_service_has_caught_up(platform: Running) -> No
         "alerts",
         "readmodel",
         "alerts_view",
+        "analytics",
+        "history",
     }
     assert set(answer["checks"].values()) == {"ok"}
     assert httpx.get(f"{platform.url}/healthz").json()["status"] == "ok"

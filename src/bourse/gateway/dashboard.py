@@ -29,7 +29,7 @@ import ipaddress
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,9 +249,12 @@ def register_dashboard(
     bound_host: str,
     frame_interval: float = 0.05,
     auth_timeout: float = 30.0,
+    readiness: Callable[[], Awaitable[dict[str, str]]] | None = None,
 ) -> None:
     """Serve the dashboard from `app`; `bound_host` is the address the gateway listens on
-    (the demo keys are offered only when that, and the asking client, are loopback)."""
+    (the demo keys are offered only when that, and the asking client, are loopback).
+    `readiness` (the gateway's `/readyz` checks) gives the operations view each service's
+    health."""
     offer_demo_keys = _loopback(bound_host)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard")
 
@@ -273,6 +276,8 @@ def register_dashboard(
         report = await ops.report()
         return {
             "nats_connected": ctx.nc.is_connected,
+            # Each service's readiness, as /readyz has it: "ok" or what is wrong.
+            "services": await readiness() if readiness is not None else {},
             **msgspec.to_builtins(report),
         }
 

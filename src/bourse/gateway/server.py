@@ -159,6 +159,7 @@ class Gateway:
             ops=OpsSampler(self._nc),
             home=self._home,
             bound_host=self.config.host,
+            readiness=self.ops.readiness,
         )
         # Alpaca's market-data stream is served beside the app, on uvicorn's upgraded sockets.
         self.market_data = await MarketDataStream(

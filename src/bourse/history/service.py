@@ -195,6 +195,11 @@ class HistoryService:
         self._slots = asyncio.Semaphore(self.config.query_concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
 
+    @property
+    def answering(self) -> bool:
+        """Whether it takes queries (started, not stopped)."""
+        return self._queries is not None
+
     async def start(self) -> HistoryService:
         await self.consumer.start()
         self._queries = await self._nc.subscribe(q.ALL_QUERIES, queue="history", cb=self._on_query)

@@ -110,6 +110,10 @@ export class OpsView {
       ["Worst consumer lag", worstLag === null ? "–" : fmtCompact(worstLag), worstLag !== null && worstLag < LAG_WARNING ? "ok" : "warn"],
       ["Market data link", links.market, links.market === "on" ? "ok" : "warn"],
       ["Trade updates link", links.trades, links.trades === "on" ? "ok" : "warn"],
+      // Every service's readiness, as /readyz reports it.
+      ...Object.entries(report?.services ?? {}).map(([name, answer]) => [
+        `Service: ${name}`, answer === "ok" ? "ready" : answer, answer === "ok" ? "ok" : "bad",
+      ]),
     ];
     const container = this.els.health;
     if (container.children.length !== cards.length) {
