@@ -123,6 +123,7 @@ async def test_an_alert_fires_once_per_crossing_on_its_accounts_subject(
     await market.prices("189.00")
     await market.create("a1", "above", "190.00")
     await market.create("b1", "below", "150.00", account=BOB)
+    await service.wait_caught_up()  # the requests are in before the quotes (no common order)
     await market.prices("189.99", "190.01", "191.00", "189.00", "192.00")
     await service.wait_caught_up()
     await eventually(lambda: len(market.heard) == 1)
@@ -140,6 +141,7 @@ async def test_a_recurring_alert_re_arms_when_the_price_goes_back(
 ) -> None:
     service = await start(nc, running)
     await market.create("r1", "crosses", "100.00", recurring=True)
+    await service.wait_caught_up()  # the requests are in before the quotes (no common order)
     await market.prices("99.00", "100.50", "101.00", "99.50", "99.00", "100.01")
     await service.wait_caught_up()
     await eventually(lambda: len(market.fired("r1")) == 3)
@@ -156,6 +158,7 @@ async def test_a_deleted_alert_fires_no_more_and_another_account_cannot_delete_i
     service = await start(nc, running)
     await market.create("x", "above", "50.00", recurring=True)
     await market.delete("x", account=BOB)  # not Bob's
+    await service.wait_caught_up()  # the requests are in before the quotes (no common order)
     await market.prices("49.00", "51.00")
     await service.wait_caught_up()
     await eventually(lambda: len(market.fired("x")) == 1)
@@ -170,6 +173,7 @@ async def test_a_restart_resumes_from_its_snapshot_without_firing_again(
 ) -> None:
     first = await start(nc, running)
     await market.create("a1", "above", "10.00", recurring=True)
+    await first.wait_caught_up()  # the requests are in before the quotes (no common order)
     await market.prices("9.00", "11.00")
     await first.wait_caught_up()
     await eventually(lambda: len(market.heard) == 1)
@@ -231,6 +235,7 @@ async def test_a_market_data_stream_made_anew_is_read_from_its_end(
 ) -> None:
     first = await start(nc, running)
     await market.create("a1", "above", "10.00")
+    await first.wait_caught_up()  # the requests are in before the quotes (no common order)
     await market.prices("9.00", "9.50", "9.80")
     await first.wait_caught_up()
     await first.stop()
