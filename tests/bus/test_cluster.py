@@ -62,7 +62,9 @@ async def read_back(js: JetStreamContext, subject: str, count: int) -> list[Msg]
     async def collect(msg: Msg) -> None:
         received.append(msg)
 
-    subscription = await js.subscribe(subject, cb=collect, ordered_consumer=True)
+    subscription = await js.subscribe(
+        subject, stream=MARKET_DATA.name, cb=collect, ordered_consumer=True
+    )
     await eventually(lambda: len(received) >= count, message=f"{len(received)}/{count} read")
     await subscription.unsubscribe()
     return received
@@ -94,8 +96,10 @@ async def test_the_platform_streams_get_three_replicas(client: NATS) -> None:
 async def test_killing_the_leader_mid_publish_loses_no_acknowledged_message(
     cluster: LocalCluster, client: NATS
 ) -> None:
-    js = client.jetstream()
-    await provision_streams(js, replicas=3)
+    # JetStream API calls wait out the failover (a loaded 2-core machine re-elects slowly), and
+    # only the stream under test is made: every R3 stream is raft work for the survivors.
+    js = client.jetstream(timeout=30)
+    await provision_streams(js, replicas=3, specs=(MARKET_DATA,))
     # The worst case: the node that dies is both the stream's leader and the client's server.
     assert client.connected_url is not None
     victim_url = client.connected_url.geturl()

@@ -111,7 +111,7 @@ export class OpsView {
       ["Market data link", links.market, links.market === "on" ? "ok" : "warn"],
       ["Trade updates link", links.trades, links.trades === "on" ? "ok" : "warn"],
       // Every service's readiness, as /readyz reports it.
-      ...Object.entries(report?.services ?? {}).map(([name, answer]) => [
+      ...Object.entries(report?.services ?? {}).filter(([name]) => name !== "nats").map(([name, answer]) => [
         `Service: ${name}`, answer === "ok" ? "ready" : answer, answer === "ok" ? "ok" : "bad",
       ]),
     ];
