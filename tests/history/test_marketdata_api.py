@@ -8,8 +8,9 @@ import json
 import httpx
 import pytest
 
+from tests.analytics.factories import S, trade
 from tests.gateway.conftest import ExchangeStack, Trader, exchange  # noqa: F401
-from tests.history.marketdata import MARKET, START, record
+from tests.history.marketdata import MARKET, START, T0, record
 
 
 @pytest.fixture
@@ -52,6 +53,21 @@ async def test_bars_of_several_stocks_and_per_venue(trader: Trader) -> None:
     assert body["bars"]["MSFT"][0]["o"] == 300.0 and body["bars"]["MSFT"][0]["vw"] is None
     nyse = await get(trader, "/v2/stocks/AAPL/bars", timeframe="1Min", start=START, venue="nyse")
     assert [b["c"] for b in nyse.json()["bars"]] == [179.0, 180.0]
+
+
+async def test_feed_iex_is_the_bourse_venue_as_on_the_live_stream(
+    exchange: ExchangeStack,  # noqa: F811
+    trader: Trader,
+) -> None:
+    await record(exchange.js, exchange.history, [trade("181.00", 7, T0 + 3 * S, venue="bourse")])
+    iex = (await get(trader, "/v2/stocks/AAPL/trades", start=START, feed="iex")).json()
+    assert [(t["p"], t["s"]) for t in iex["trades"]] == [(181.0, 7)]
+    sip = (await get(trader, "/v2/stocks/AAPL/trades", start=START, feed="sip")).json()
+    assert len(sip["trades"]) == 5  # every venue's, the bourse's among them
+    bars = await get(trader, "/v2/stocks/AAPL/bars", timeframe="1Min", start=START, feed="iex")
+    assert [(b["c"], b["v"]) for b in bars.json()["bars"]] == [(181.0, 7)]
+    clash = await get(trader, "/v2/stocks/AAPL/trades", start=START, feed="iex", venue="nyse")
+    assert clash.status_code == 400 and "contradicts" in clash.json()["message"]
 
 
 async def test_trades_and_quotes(trader: Trader) -> None:

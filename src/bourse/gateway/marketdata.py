@@ -168,12 +168,25 @@ def _choice(value: str | None, name: str, accepted: Sequence[str]) -> None:
         raise errors.bad_request(f"invalid {name}: {value!r}; accepted: {', '.join(accepted)}")
 
 
-def _stock_params(feed: str | None, adjustment: str | None, currency: str | None) -> None:
-    """Alpaca's stock parameters that Bourse accepts but that change nothing: one consolidated
-    feed of its venues, no corporate actions, prices in US dollars."""
+IEX_VENUE = "bourse"  # what `feed=iex` means, as on the live stream's /v2/iex
+
+
+def _stock_params(
+    feed: str | None, adjustment: str | None, currency: str | None, venue: str | None
+) -> str | None:
+    """Alpaca's stock parameters; the venue to read. `feed=iex` is Bourse's own exchange (as
+    the live stream's `/v2/iex`); every other feed is the consolidated one of all venues. No
+    corporate actions, prices in US dollars."""
     _choice(feed, "feed", STOCK_FEEDS)
     _choice(adjustment, "adjustment", ADJUSTMENTS)
     _choice(currency, "currency", ("usd",))
+    if feed is None or feed.lower() != "iex":
+        return venue
+    if venue is not None and venue != IEX_VENUE:
+        raise errors.bad_request(
+            f"feed=iex is the {IEX_VENUE!r} venue; venue={venue!r} contradicts it (drop one)"
+        )
+    return IEX_VENUE
 
 
 def _crypto_location(loc: str) -> None:
@@ -311,7 +324,7 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, adjustment, currency)
+        venue = _stock_params(feed, adjustment, currency, venue)
         wanted = Symbols(symbols)
         request = rows_request(wanted, start, end, sort, page_token, venue, _timeframe(timeframe))
         return await series("bars", wanted, request, limit, crypto=False, single=False)
@@ -329,7 +342,7 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         wanted = Symbols(symbols)
         request = rows_request(wanted, start, end, sort, page_token, venue)
         return await series("quotes", wanted, request, limit, crypto=False, single=False)
@@ -347,7 +360,7 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         wanted = Symbols(symbols)
         request = rows_request(wanted, start, end, sort, page_token, venue)
         return await series("trades", wanted, request, limit, crypto=False, single=False)
@@ -360,14 +373,14 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         return await latest(kind, Symbols(symbols), venue, crypto=False, single=False)
 
     @router.get("/v2/stocks/snapshots", summary="Snapshots of several stocks")
     async def stock_snapshots(
         symbols: Text = None, feed: Text = None, currency: Text = None, venue: Text = None
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         return _json(await snapshots(Symbols(symbols), venue, crypto=False))
 
     @router.get("/v2/stocks/{symbol}/bars", summary="Bars of one stock")
@@ -385,7 +398,7 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, adjustment, currency)
+        venue = _stock_params(feed, adjustment, currency, venue)
         wanted = _one(symbol)
         request = rows_request(wanted, start, end, sort, page_token, venue, _timeframe(timeframe))
         return await series("bars", wanted, request, limit, crypto=False, single=True)
@@ -403,7 +416,7 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         wanted = _one(symbol)
         request = rows_request(wanted, start, end, sort, page_token, venue)
         return await series("quotes", wanted, request, limit, crypto=False, single=True)
@@ -421,7 +434,7 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         wanted = _one(symbol)
         request = rows_request(wanted, start, end, sort, page_token, venue)
         return await series("trades", wanted, request, limit, crypto=False, single=True)
@@ -436,14 +449,14 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
         currency: Text = None,
         venue: Text = None,
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         return await latest(kind, _one(symbol), venue, crypto=False, single=True)
 
     @router.get("/v2/stocks/{symbol}/snapshot", summary="Snapshot of one stock")
     async def stock_symbol_snapshot(
         symbol: str, feed: Text = None, currency: Text = None, venue: Text = None
     ) -> Response:
-        _stock_params(feed, None, currency)
+        venue = _stock_params(feed, None, currency, venue)
         wanted = _one(symbol)
         found = await snapshots(wanted, venue, crypto=False)
         spelt = wanted.spelt[wanted.names[0]]
