@@ -100,6 +100,9 @@ async def test_nothing_private_without_keys_then_sign_in_and_prices_move(
         assert (await client.get("/v2/ops/streams")).status_code == 401
         keys = (await client.get("/dashboard/demo-keys")).json()
         assert keys["key_id"] == platform.credentials.key_id
+        # ... asked for by a loopback client under another name (DNS rebinding): not offered.
+        rebound = await client.get("/dashboard/demo-keys", headers={"Host": "evil.example"})
+        assert rebound.status_code == 204 and rebound.content == b""
 
 
 async def test_market_order_fills_and_the_position_and_cash_follow(

@@ -265,7 +265,11 @@ def register_dashboard(
     @app.get("/dashboard/demo-keys", include_in_schema=False, response_model=None)
     async def demo_keys(request: Request) -> Response | dict[str, str]:
         client = request.client.host if request.client is not None else None
-        keys = read_demo_keys(home) if offer_demo_keys and _loopback(client) else None
+        # The Host header too: a page served from elsewhere that re-points its own name at
+        # 127.0.0.1 (DNS rebinding) would otherwise read the keys as same-origin.
+        named = request.url.hostname
+        local = _loopback(client) and _loopback(named)
+        keys = read_demo_keys(home) if offer_demo_keys and local else None
         if keys is None:
             # 204, not 404: the page asks on every load, and a 404 is a console error.
             return Response(status_code=204)
