@@ -112,12 +112,7 @@ class StreamFollower:
         await self._drop(name)
 
     async def _drop(self, name: str) -> None:
-        if not name:
-            return
-        try:
-            await pull.delete_consumer(self._nc, self.stream, name, timeout=_API_TIMEOUT)
-        except (BrokerError, NatsError) as error:  # it expires by itself
-            log.debug("%s: could not delete consumer %s: %s", self.name, name, error)
+        await pull.drop_consumer(self._nc, self.stream, name, owner=self.name, timeout=_API_TIMEOUT)
 
     async def _open(self) -> pull.Puller:
         name = f"{self.name}_{self._nc.new_inbox().rsplit('.', 1)[-1]}"

@@ -494,12 +494,7 @@ class AnalyticsService:
 
     async def _drop_consumer(self, name: str | None = None) -> None:
         name = name if name is not None else self._consumer
-        if not name:
-            return
-        try:
-            await pull.delete_consumer(self._nc, MARKET_DATA.name, name, timeout=2.0)
-        except (BrokerError, NatsError) as exc:  # it expires on its own after _CONSUMER_IDLE
-            log.debug("%s: could not delete consumer %s: %s", self.name, name, exc)
+        await pull.drop_consumer(self._nc, MARKET_DATA.name, name, owner=self.name, timeout=2.0)
 
     def _notify(self) -> None:
         self._progress.set()

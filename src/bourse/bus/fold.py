@@ -592,12 +592,9 @@ class FoldService(Generic[E]):
         return info.num_pending == 0 and self._flushed_seq >= info.delivered.stream_seq
 
     async def _drop_consumer(self, name: str, stream: str | None = None) -> None:
-        if not name:
-            return
-        try:
-            await pull.delete_consumer(self._nc, stream or self.stream, name, timeout=2.0)
-        except (BrokerError, NatsError) as exc:  # it expires on its own after _CONSUMER_IDLE
-            log.debug("%s: could not delete consumer %s: %s", self.name, name, exc)
+        await pull.drop_consumer(
+            self._nc, stream or self.stream, name, owner=self.name, timeout=2.0
+        )
 
     def _notify(self) -> None:
         self._progress.set()

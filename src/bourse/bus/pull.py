@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Mapping
 from enum import Enum
 from types import MappingProxyType
@@ -24,6 +25,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import Header
@@ -234,6 +236,20 @@ async def delete_consumer(nc: NATS, stream: str, name: str, *, timeout: float = 
     await api_request(
         nc, consumer_subject("DELETE", stream, name), None, ApiResponse, timeout=timeout
     )
+
+
+async def drop_consumer(nc: NATS, stream: str, name: str, *, owner: str, timeout: float) -> None:
+    """Delete an ephemeral consumer we made, if we can: one that is not deleted (the broker
+    is away or slow) expires on its own after its inactivity threshold, so a failure is only
+    logged (at debug, under `owner`'s name)."""
+    if not name:
+        return
+    try:
+        await delete_consumer(nc, stream, name, timeout=timeout)
+    except (BrokerError, NatsError) as error:
+        logging.getLogger(__name__).debug(
+            "%s: could not delete consumer %s: %s", owner, name, error
+        )
 
 
 async def reset_consumer(

@@ -5,10 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from bourse.errors import ConfigError
 from bourse.model.subjects import normalize_symbol
@@ -86,3 +95,45 @@ async def unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return False
+
+
+# A long run gets a progress bar even when stderr is not a terminal (a CI log).
+PROGRESS_THRESHOLD = 100_000
+
+
+@contextlib.contextmanager
+def progress_bar(
+    label: str, stderr: TextIO, wanted: Callable[[int | None], bool]
+) -> Iterator[Callable[[int, int | None], None]]:
+    """An `on_progress(done, total)` callback drawing a transient bar on `stderr`, started
+    on the first call for which `wanted(total)` holds (never, if it does not); the bar goes
+    when the block ends."""
+    progress: Progress | None = None
+    task_id = None
+
+    def on_progress(done: int, total: int | None) -> None:
+        nonlocal progress, task_id
+        if progress is None:
+            if not wanted(total):
+                return
+            progress = Progress(
+                TextColumn(label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=stderr),
+                redirect_stdout=False,
+                redirect_stderr=False,
+                transient=True,
+            )
+            progress.start()
+            task_id = progress.add_task(label, total=total)
+        if task_id is not None:
+            progress.update(task_id, completed=done, total=max(done, total or 0))
+
+    try:
+        yield on_progress
+    finally:
+        if progress is not None:
+            progress.stop()

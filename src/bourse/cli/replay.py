@@ -8,25 +8,20 @@ from typing import Annotated, TextIO
 
 import msgspec
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 from bourse.bus import replay as replaying
 from bourse.bus.connection import connected
 from bourse.bus.pull import Delivery
-from bourse.cli.common import NatsOption, SymbolsOption, nats_url, run_until_signalled
+from bourse.cli.common import (
+    PROGRESS_THRESHOLD,
+    NatsOption,
+    SymbolsOption,
+    nats_url,
+    progress_bar,
+    run_until_signalled,
+)
 from bourse.cli.ticker import format_line
 from bourse.model import marketdata
-
-# A replay this long gets a progress bar even when stderr is not a terminal (a CI log).
-PROGRESS_THRESHOLD = 100_000
 
 
 def register(app: typer.Typer) -> None:
@@ -102,42 +97,20 @@ def replay(
     stdout, stderr = sys.stdout, sys.stderr
 
     async def main(stop: asyncio.Event) -> replaying.ReplaySummary:
-        progress: Progress | None = None
-        task_id = None
-
         def on_message(delivery: Delivery) -> None:
             if not quiet:
                 stdout.write(message_line(delivery) + "\n")
 
-        def on_progress(done: int, total: int | None) -> None:
-            nonlocal progress, task_id
-            if progress is None:
-                if not wants_progress(total, quiet=quiet, stdout=stdout, stderr=stderr):
-                    return
-                progress = Progress(
-                    TextColumn("replay"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TaskProgressColumn(),
-                    TimeRemainingColumn(),
-                    console=Console(file=stderr),
-                    redirect_stdout=False,
-                    redirect_stderr=False,
-                    transient=True,
-                )
-                progress.start()
-                task_id = progress.add_task("replay", total=total)
-            if task_id is not None:
-                progress.update(task_id, completed=done, total=max(done, total or 0))
+        def wanted(total: int | None) -> bool:
+            return wants_progress(total, quiet=quiet, stdout=stdout, stderr=stderr)
 
         async with connected(url, name="bourse-replay") as nc:
             try:
-                return await replaying.replay(
-                    nc, spec, on_message=on_message, on_progress=on_progress, stop=stop
-                )
+                with progress_bar("replay", stderr, wanted) as on_progress:
+                    return await replaying.replay(
+                        nc, spec, on_message=on_message, on_progress=on_progress, stop=stop
+                    )
             finally:
-                if progress is not None:
-                    progress.stop()
                 stdout.flush()
 
     summary = run_until_signalled(main)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, TextIO
@@ -23,19 +22,17 @@ import msgspec
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from bourse.bus import replay as replaying
 from bourse.bus.connection import connected
-from bourse.cli.common import NatsOption, nats_url, run_until_signalled
+from bourse.cli.common import (
+    PROGRESS_THRESHOLD,
+    NatsOption,
+    nats_url,
+    progress_bar,
+    run_until_signalled,
+)
 from bourse.cli.trading import ApiOption, KeyIdOption, SecretOption, parse_decimal
 from bourse.client import ApiError, BourseClient
 from bourse.errors import ConfigError
@@ -46,8 +43,6 @@ from bourse.strategy.config import PRICE_SOURCES, RULES, StrategyConfig
 from bourse.strategy.live import LiveStrategy, open_account
 from bourse.strategy.performance import Summary
 
-# A back-test this long gets a progress bar even when stderr is not a terminal (a CI log).
-PROGRESS_THRESHOLD = 100_000
 _KEYWORDS = ("first", "seq:", "time:")
 
 strategy_app = typer.Typer(
@@ -216,37 +211,8 @@ def print_summary(summary: Summary, *, as_json: bool, show_fills: bool) -> None:
         console.print(fills_table(summary), highlight=False)
 
 
-@contextlib.contextmanager
-def _progress(stderr: TextIO) -> Iterator[replaying.OnProgress]:
-    progress: Progress | None = None
-    task_id = None
-
-    def on_progress(done: int, total: int | None) -> None:
-        nonlocal progress, task_id
-        if progress is None:
-            if not wants_progress(total, stderr):
-                return
-            progress = Progress(
-                TextColumn("back-test"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TaskProgressColumn(),
-                TimeRemainingColumn(),
-                console=Console(file=stderr),
-                redirect_stdout=False,
-                redirect_stderr=False,
-                transient=True,
-            )
-            progress.start()
-            task_id = progress.add_task("back-test", total=total)
-        if task_id is not None:
-            progress.update(task_id, completed=done, total=max(done, total or 0))
-
-    try:
-        yield on_progress
-    finally:
-        if progress is not None:
-            progress.stop()
+def _progress(stderr: TextIO) -> contextlib.AbstractContextManager[replaying.OnProgress]:
+    return progress_bar("back-test", stderr, lambda total: wants_progress(total, stderr))
 
 
 # ---- the command ----

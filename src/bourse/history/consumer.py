@@ -10,22 +10,19 @@ redeliveries of applied messages are acknowledged without reaching the store.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from bourse.bus.consume.pull import PullLoop
+from bourse.bus.consume.batch import Batcher
 from bourse.bus.consume.spec import BatchSpec
 from bourse.history.rows import Recorded, unstorable
 from bourse.model import marketdata
 from bourse.model.marketdata import MarketData
 
 log = logging.getLogger(__name__)
-
-_MIN_WAIT = 0.005  # seconds: below this, the batch closes rather than fetch again
 
 
 def decode_storable(payload: bytes) -> MarketData:
@@ -38,7 +35,7 @@ def decode_storable(payload: bytes) -> MarketData:
     return message
 
 
-class RecordingConsumer(PullLoop[MarketData]):
+class RecordingConsumer(Batcher[MarketData, Recorded]):
     """A durable pull consumer handing `on_batch` batches of `Recorded` messages.
 
     A batch closes at `batch_size` messages or `batch_timeout` seconds after its first one;
@@ -54,40 +51,6 @@ class RecordingConsumer(PullLoop[MarketData]):
         self._batch_spec = spec
         self._on_batch = on_batch
 
-    async def _cycle(self) -> None:
-        # BatchConsumer._cycle, keeping each message's sequence and bytes with its value.
-        spec = self._batch_spec
-        loop = asyncio.get_running_loop()
-        msgs: list[Msg] = []
-        batch: list[Recorded] = []
-        deadline: float | None = None
-        with self._settling.keep_alive(msgs):
-            while len(msgs) < spec.batch_size and not self._stopping.is_set():
-                if deadline is None:
-                    size, wait = self._fetch_size(spec.batch_size), spec.fetch_timeout
-                else:
-                    size, wait = spec.batch_size - len(msgs), deadline - loop.time()
-                    if wait < _MIN_WAIT:
-                        break
-                fetched = await self._fetch(size, wait)
-                for msg in fetched:
-                    value = await self._settling.admit(msg)
-                    if value is not None:
-                        msgs.append(msg)
-                        batch.append(Recorded(msg.metadata.sequence.stream, value, msg.data))
-                if deadline is None:
-                    if msgs:
-                        deadline = loop.time() + spec.batch_timeout
-                    elif not fetched:
-                        return
-            if not batch:
-                return
-            try:
-                await self._on_batch(batch)
-            except Exception as exc:
-                log.warning("%s: a batch of %d failed", spec.durable, len(msgs), exc_info=exc)
-                for msg in msgs:
-                    await self._settling.failed(msg, exc, report=False)
-            else:
-                for msg in msgs:
-                    await self._settling.succeeded(msg)
+    def _item(self, msg: Msg, value: MarketData) -> Recorded:
+        # Each message's stream sequence and bytes travel with its value to the store.
+        return Recorded(msg.metadata.sequence.stream, value, msg.data)

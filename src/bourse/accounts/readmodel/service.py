@@ -480,7 +480,6 @@ class _StreamReader:
     async def _drop(self, name: str) -> None:
         if not self._nc.is_connected:
             return  # it expires on its own after _CONSUMER_IDLE
-        try:
-            await pull.delete_consumer(self._nc, self.stream, name, timeout=_API_TIMEOUT)
-        except (BrokerError, NatsError) as error:
-            log.debug("%s: could not delete consumer %s: %s", self._label, name, error)
+        await pull.drop_consumer(
+            self._nc, self.stream, name, owner=self._label, timeout=_API_TIMEOUT
+        )
