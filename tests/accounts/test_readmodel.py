@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 
 from bourse.accounts.readmodel import (
@@ -820,3 +820,28 @@ def test_only_database_urls_it_can_serve_are_accepted() -> None:
     for url in ("mysql://root@localhost/db", "sqlite://", "sqlite:///:memory:", "not a url"):
         with pytest.raises(ConfigError):
             Database.open(url)
+
+
+def test_a_batch_finds_client_order_id_holders_through_the_index(tmp_path: Path) -> None:
+    # Every batch of new orders looks up who holds their client order ids. Written as a
+    # row-value IN, SQLite scanned the whole orders table for it on every batch: the read
+    # model slowed down with every order it had ever taken.
+    from bourse.accounts.readmodel.projection import _Statements
+
+    with empty_database("sqlite", tmp_path) as db:
+        migrate(db)
+        holders = _Statements(db.dialect).holders
+        sent: list[tuple[str, Any]] = []
+
+        def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            sent.append((statement, parameters))
+
+        event.listen(db.engine, "before_cursor_execute", capture)
+        with db.read() as conn:
+            found = conn.execute(holders, {"account_id": "alice", "ids": ["k1", "k2", "k3"]})
+            assert found.all() == []
+            ((statement, parameters),) = [s for s in sent if s[0].startswith("SELECT")]
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+    details = [row[-1] for row in plan]
+    assert any("USING INDEX ux_orders_client_order_key" in d for d in details), details
+    assert not any(d.startswith("SCAN orders") for d in details), details

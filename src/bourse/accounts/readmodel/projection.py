@@ -30,7 +30,6 @@ from sqlalchemy import (
     delete,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -121,8 +120,11 @@ def _lock_offset(conn: Connection, statements: _Statements, stream: str) -> int:
         # POSITIONS both rewrite account rows, and must not overwrite each other's changes.
         # (On SQLite, BEGIN IMMEDIATE already serializes every write transaction.)
         conn.execute(statements.lock, {"key": _PG_LOCK_KEY})
-    conn.execute(statements.add_offset, {"stream": stream, "last_seq": 0})
-    return int(conn.execute(statements.offset, {"stream": stream}).scalar_one())
+    found = conn.execute(statements.offset, {"stream": stream}).scalar_one_or_none()
+    if found is None:  # the stream's first batch (the lock above keeps this from racing)
+        conn.execute(statements.add_offset, {"stream": stream, "last_seq": 0})
+        return 0
+    return int(found)
 
 
 def _insert(dialect: str, table: Table) -> Any:
@@ -168,8 +170,11 @@ class _Statements:
         self.orders = select(orders_).where(orders_.c.id.in_(_ids()))
         self.accounts = select(accounts).where(accounts.c.id.in_(_ids()))
         self.pending = select(pending).where(pending.c.new_order_id.in_(_ids()))
-        self.holders = select(orders_.c.id, orders_.c.account_id, orders_.c.client_order_key).where(
-            tuple_(orders_.c.account_id, orders_.c.client_order_key).in_(_ids())
+        # Per account: `account_id = ? AND client_order_key IN (...)` searches the unique
+        # index; a row-value `(account_id, client_order_key) IN (...)` made SQLite scan the
+        # whole table on every batch (a cost that grew with every order ever taken).
+        self.holders = select(orders_.c.id, orders_.c.client_order_key).where(
+            orders_.c.account_id == bindparam("account_id"), orders_.c.client_order_key.in_(_ids())
         )
         self.upserts = {
             table.name: _upsert_statement(dialect, table)
@@ -253,11 +258,16 @@ class _Batch:
             for row in conn.execute(statements.pending, {"ids": chunk}):
                 replace = schema.from_db(PendingReplace, row)
                 self._pending[replace.new_order_id] = replace
-        for pairs in _chunks(keys - self._holders.keys() - self._unheld):
-            self._unheld.update(pairs)
-            for order_id, account_id, key in conn.execute(statements.holders, {"ids": pairs}):
-                self._holders[(account_id, key)] = order_id
-                self._unheld.discard((account_id, key))
+        by_account: dict[str, set[str]] = {}
+        for account_id, key in keys - self._holders.keys() - self._unheld:
+            by_account.setdefault(account_id, set()).add(key)
+        for account_id, wanted in sorted(by_account.items()):
+            for chunk in _chunks(wanted):
+                self._unheld.update((account_id, key) for key in chunk)
+                found = conn.execute(statements.holders, {"account_id": account_id, "ids": chunk})
+                for order_id, key in found:
+                    self._holders[(account_id, key)] = order_id
+                    self._unheld.discard((account_id, key))
 
     # ---- View ----
 
