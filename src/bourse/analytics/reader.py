@@ -15,9 +15,8 @@ order whichever request they answer (the caller checks consumer sequences for ga
 **Delivery.** A nats-py subscription with a callback puts each message in an `asyncio.Queue`
 that a task of its own empties, awaiting the callback once per message: three hand-overs per
 delivery, a good share of the cost of reading. This reader's subscription has no callback and
-its queue is replaced by `_Direct`, which hands each message to the reader as nats-py's
-reading task receives it: appending to a list needs no task of its own. (nats-py reaches
-the queue through `put_nowait`, `qsize`, `empty`, `task_done` and `join` only.)
+its queue is replaced by `pull.DirectQueue`, which hands each message to the reader as nats-py's
+reading task receives it: appending to a list needs no task of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -80,7 +78,7 @@ class BatchReader:
             pending_msgs_limit=-1,  # bounded by one outstanding request of `batch`
             pending_bytes_limit=-1,
         )
-        subscription._pending_queue = _Direct(subscription, self._on_message)  # type: ignore[assignment]
+        subscription._pending_queue = pull.DirectQueue(subscription, self._on_message)  # type: ignore[assignment]
         self._subscription = subscription
         return self
 
@@ -126,9 +124,9 @@ class BatchReader:
         return self._reply
 
     def _on_message(self, msg: Msg) -> None:
-        """Take one delivery or status, in nats-py's reading task (see `_Direct`)."""
+        """Take one delivery or status, in nats-py's reading task (see `pull.DirectQueue`)."""
         if msg.subject.startswith(self._prefix):
-            status = _status_of(msg)
+            status = pull.status_of(msg)
             if msg.subject == self._reply and status is not None and status.code != pull.HEARTBEAT:
                 self._end(status)
             return
@@ -157,42 +155,3 @@ class BatchReader:
         self._ready.append(Batch(self._payloads, self._replies, status))
         self._payloads, self._replies, self._outstanding = [], [], False
         self._arrived.set()
-
-
-class _Direct:
-    """A subscription's message queue that hands each message to `deliver` at once."""
-
-    def __init__(self, subscription: Subscription, deliver: Callable[[Msg], None]) -> None:
-        self._subscription = subscription
-        self._deliver = deliver
-
-    def put_nowait(self, msg: Msg) -> None:
-        self._subscription._pending_size = 0  # nats-py counts it up; nothing waits here
-        self._deliver(msg)
-
-    def qsize(self) -> int:
-        return 0
-
-    def empty(self) -> bool:
-        return True
-
-    def task_done(self) -> None:
-        pass
-
-    async def join(self) -> None:
-        pass
-
-
-def _status_of(msg: Msg) -> PullStatus | None:
-    """The status a header-only message on a request's reply subject carries, if any."""
-    headers = msg.headers
-    if not headers or msg.data:
-        return None
-    status = headers.get("Status")
-    if status is None:
-        return None
-    try:
-        code = int(status)
-    except ValueError:
-        return PullStatus(pull.BAD_REQUEST, f"unreadable status {status!r}")
-    return PullStatus(code, headers.get("Description", ""))

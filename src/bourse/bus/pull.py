@@ -8,6 +8,12 @@ JetStream API directly: JSON requests on `$JS.API.*` subjects, pull requests on
 `Puller` keeps one pull request outstanding at a time. Each request gets its own reply subject
 (`<inbox>.<n>`), so a message or status that arrives for an older request is recognised and
 dropped instead of being mistaken for an answer to the current one.
+
+`DirectQueue` stands in for a subscription's message queue so that nats-py's reading task
+hands each message straight to a reader that works on whole batches (analytics/reader.py):
+no task, queue or awaited callback per message (nats-py reaches the queue through
+`put_nowait`, `qsize`, `empty`, `task_done` and `join` only). `Puller` keeps nats-py's
+callback: measured on the order path at 800 orders/s, the direct hand-over saved nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from enum import Enum
 from types import MappingProxyType
 from typing import Final, TypeVar
@@ -342,7 +348,8 @@ class PullStatus(msgspec.Struct, frozen=True):
     description: str = ""
 
 
-def _status_of(msg: Msg) -> PullStatus | None:
+def status_of(msg: Msg) -> PullStatus | None:
+    """The status a header-only message on a request's reply subject carries, if any."""
     headers = msg.headers
     if not headers or msg.data:
         return None
@@ -380,6 +387,31 @@ def _delivery_of(msg: Msg) -> Delivery:
         pending=pending,
         time_ns=time_ns,
     )
+
+
+class DirectQueue:
+    """A subscription's message queue that hands each message to `deliver` at once, in
+    nats-py's reading task (see the module docstring). `deliver` must not block or await."""
+
+    def __init__(self, subscription: Subscription, deliver: Callable[[Msg], None]) -> None:
+        self._subscription = subscription
+        self._deliver = deliver
+
+    def put_nowait(self, msg: Msg) -> None:
+        self._subscription._pending_size = 0  # nats-py counts it up; nothing waits here
+        self._deliver(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
 
 
 class Puller:
@@ -453,7 +485,7 @@ class Puller:
             else:
                 msg = self._queue.get_nowait()
             if msg.subject.startswith(self._prefix):
-                status = _status_of(msg)
+                status = status_of(msg)
                 if msg.subject != reply or status is None:
                     self.stale += 1
                 elif status.code != HEARTBEAT:
@@ -476,6 +508,7 @@ __all__ = [
     "ConsumerConfig",
     "ConsumerInfo",
     "Delivery",
+    "DirectQueue",
     "JetStreamApiError",
     "PullRequest",
     "PullStatus",
@@ -486,6 +519,7 @@ __all__ = [
     "delete_consumer",
     "parse_ack_subject",
     "reset_consumer",
+    "status_of",
     "stream_info",
     "unpin_consumer",
 ]
