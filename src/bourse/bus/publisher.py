@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bourse.bus.pull import DirectQueue
 from bourse.errors import BourseError
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,12 @@ class AckedPublisher:
 
     async def start(self) -> AckedPublisher:
         self._prefix = f"{self._nc.new_inbox()}."
-        self._subscription = await self._nc.subscribe(
-            self._prefix + "*", cb=self._on_ack, pending_msgs_limit=4 * self._max_in_flight
-        )
+        # Acks are taken in nats-py's reading task as they arrive (`DirectQueue`): no queue,
+        # task or awaited callback per ack, and no queue to overflow (at most `max_in_flight`
+        # acks are due at any time, resends apart).
+        subscription = await self._nc.subscribe(self._prefix + "*")
+        subscription._pending_queue = DirectQueue(subscription, self._on_ack)  # type: ignore[assignment]
+        self._subscription = subscription
         self._resender = asyncio.create_task(self._resend_loop(), name="publisher-resend")
         return self
 
@@ -170,7 +174,7 @@ class AckedPublisher:
         self.stats.published += 1
         await self._nc.publish(subject, payload, reply=self._prefix + token, headers=sent)
 
-    async def _on_ack(self, msg: Msg) -> None:
+    def _on_ack(self, msg: Msg) -> None:
         token = msg.subject[len(self._prefix) :]
         entry = self._in_flight.get(token)
         if entry is None:
