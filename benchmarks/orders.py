@@ -389,13 +389,16 @@ class NatsOrders:
 
     async def start(self) -> None:
         await self.publisher.start()
-        # One subscription keeps the outcomes of an order in the order they were published.
-        await self._nc.subscribe(subjects.order_outcome("*", "*"), cb=self._on_outcome)
+        # The engine's outcomes only, as a trading client listens: not the accounts'
+        # `orders.validated.<id>` too, one message per order that the client, sharing the
+        # machine's two cores with the exchange, would decode for nothing. (Each kind is its own
+        # subscription, so an order's fills may be seen before its `accepted`: either is the
+        # engine's first word, published in the same batch.)
+        for kind in sorted(ENGINE_OUTCOMES):
+            await self._nc.subscribe(subjects.order_outcome(kind, "*"), cb=self._on_outcome)
 
     async def _on_outcome(self, msg: Msg) -> None:
         _, kind, order_id = msg.subject.split(".", 2)
-        if kind not in ENGINE_OUTCOMES:
-            return  # the accounts' validation: not yet the engine's word
         self.tracker.on_answer(order_id, kind)
         if kind == "executed" and order_id in self.tracker.sent:
             self.fills += 1
