@@ -17,9 +17,10 @@ account (it rests) and a buy from the other (it crosses), so half of them execut
   from request to response; the gateway answers once the engine has spoken (gateway/desk.py).
 
 Each path runs at a moderate fixed rate (its latency), then in steps of a few seconds at
-doubling rates and once more halfway between the last rate held and the first one missed. A
-step is held when every order got the expected answer within GRACE of the step's scheduled
-end: a platform slower than the offered rate builds a backlog that cannot drain that fast.
+doubling rates, then bisecting between the highest rate held and the lowest one missed until
+they are within 12.5 % of each other. A step is held when every order got the expected
+answer within GRACE of the step's scheduled end: a platform slower than the offered rate
+builds a backlog that cannot drain that fast.
 Each step also reports the exchange process's CPU time per order (all its threads, and the
 event loop's alone), a figure that moves far less than wall-clock ones on a shared machine.
 
@@ -78,6 +79,7 @@ PEER_STREAM = StreamSpec(
 )
 IN_FLIGHT = 512  # unacknowledged publishes, ours and the peer's alike
 HTTP_CONNECTIONS = 32
+PRECISION = 1.125  # the ramp stops when the lowest rate missed is within 12.5 % of the highest held
 GRACE = 0.5  # seconds after a step's scheduled end for its last answer
 DRAIN_TIMEOUT = 30.0  # seconds to wait for late answers before counting an order lost
 ENGINE_OUTCOMES = frozenset({"accepted", "executed", "cancelled", "rejected"})
@@ -349,7 +351,8 @@ async def run_step(rate: float, seconds: float, send: Send, expected: frozenset[
 
 async def ramp(step: Callable[[float], Awaitable[Result]], first: float, last: float) -> Result:
     """Double the rate from `first` while steps are held (or halve it while they are not, down
-    to first / 16), then try once halfway between the highest rate held and the one missed."""
+    to first / 16), then bisect between the highest rate held and the lowest one missed until
+    they are within PRECISION of each other."""
     steps: list[Result] = []
     held, missed = 0.0, 0.0
     rate = first
@@ -362,11 +365,15 @@ async def ramp(step: Callable[[float], Awaitable[Result]], first: float, last: f
             missed, rate = rate, rate / 2
         if held and missed:
             break
-    if held and missed:
-        result = await step((held + missed) / 2)
+    while held and missed and missed > held * PRECISION:
+        rate = round((held + missed) / 2)
+        result = await step(rate)
         steps.append(result)
-        held = result["offered_per_s"] if result["held"] else held
-    return {"held_orders_per_s": held, "steps": steps}
+        if result["held"]:
+            held = rate
+        else:
+            missed = rate
+    return {"held_orders_per_s": held, "lowest_missed_per_s": missed or None, "steps": steps}
 
 
 # ---- the two clients ----

@@ -42,6 +42,11 @@ def test_orders_benchmark_answers_every_order_and_reports_both_targets() -> None
             _check_step(step, answers)
         held = [s["offered_per_s"] for s in figures[path]["steps"] if s["held"]]
         assert figures[path]["held_orders_per_s"] == max(held, default=0)
+        # The ramp narrows the highest rate held down to within 12.5 % of one missed.
+        missed = [s["offered_per_s"] for s in figures[path]["steps"] if not s["held"]]
+        assert figures[path]["lowest_missed_per_s"] == (min(missed) if missed else None)
+        if held and missed:
+            assert max(held) < min(missed) <= max(held) * 1.125
     # The mix trades: every sell is matched by a buy, both sides reported.
     paced = figures["nats"]["paced"]
     assert paced["fills"] == paced["orders"]
