@@ -13,7 +13,13 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from bourse.bus.fold import INPUT_SEQ_HEADER, FoldError, FoldService, subject_matcher
+from bourse.bus.fold import (
+    INPUT_SEQ_HEADER,
+    SNAPSHOT_BYTES_PER_INPUT,
+    FoldError,
+    FoldService,
+    subject_matcher,
+)
 from bourse.bus.publisher import MSG_ID_HEADER
 from bourse.bus.snapshots import FoldSnapshot, SnapshotError, SnapshotStore
 from tests.conftest import eventually
@@ -281,3 +287,42 @@ _filters = st.lists(
 def test_subject_matcher_matches_as_nats_does(filters: list[str], subject: str) -> None:
     expected = any(_token_matches(pattern, subject) for pattern in filters)
     assert (subject_matcher(filters).fullmatch(subject) is not None) == expected
+
+
+class Bulky(Totals):
+    """Totals with a large state: the snapshot carries `pad` bytes of ballast."""
+
+    def __init__(self, pad: int) -> None:
+        super().__init__()
+        self.pad = pad
+
+    def snapshot(self) -> bytes:
+        return msgspec.json.encode({"totals": self.totals, "pad": "x" * self.pad})
+
+    def restore(self, data: bytes) -> None:
+        self.totals = msgspec.json.decode(data, type=dict[str, dict[str, int] | str])["totals"]  # type: ignore[assignment]
+
+
+async def test_a_large_state_is_snapshotted_less_often(nc: NATS, streams: JetStreamContext) -> None:
+    # ~6.4 kB of state: at least 6,400 / SNAPSHOT_BYTES_PER_INPUT = 50 inputs between two
+    # snapshots, where snapshot_every alone would take one every 10.
+    pad = 50 * SNAPSHOT_BYTES_PER_INPUT
+    first = await totals(nc, snapshot_every=10, core=Bulky(pad)).start()
+    seqs = [await add(streams, "k", n) for n in range(100)]
+    await first.wait_caught_up()
+    assert first.stats.snapshots == 2  # after inputs 10 and 60 (the next is due after 110)
+    digest = first.core.state_digest()
+    await first.abort()
+
+    # A restart spaces its snapshots by the state it restored, not by snapshot_every alone.
+    second = await totals(nc, snapshot_every=10, core=Bulky(pad)).start()
+    try:
+        assert second.stats.restored_seq == seqs[59]
+        await second.wait_caught_up()
+        assert second.core.state_digest() == digest
+        more = [await add(streams, "k", 1) for _ in range(5)]
+        await second.wait_caught_up()
+        assert second.stats.applied == 40 + len(more)
+        assert second.stats.snapshots == 0  # 45 inputs since the restored one (10 would do one)
+    finally:
+        await second.abort()

@@ -16,7 +16,12 @@ unfiltered stream (see `_local_patterns` for why).
 Snapshots: every `snapshot_every` inputs (and on `stop()`) the service waits until JetStream
 has acknowledged every output so far, then saves the core's state with the input sequence it
 covers (`bourse.bus.snapshots`). On start it restores the latest snapshot and replays the
-tail of the stream from the next sequence.
+tail of the stream from the next sequence. A snapshot costs time in proportion to the state
+(encoding, digest, compression, storage), and a state can grow with the journal (accounts
+remember every client order id), so the next snapshot also waits for at least one input per
+`SNAPSHOT_BYTES_PER_INPUT` bytes of the last one: its cost per input stays bounded however
+large the state grows (a 4 MB state is saved every ~31,000 inputs, not every 1,000), and the
+tail to replay stays proportionate to the state to restore.
 
 Never publishing an output twice, even long after the duplicate window: the snapshot also
 records each output stream's last sequence when it was taken, and every output of a later
@@ -65,6 +70,8 @@ _API_TIMEOUT = 2.0  # seconds to wait for a JetStream API answer before trying a
 _CAUGHT_UP_POLL = 0.25  # how often wait_caught_up re-reads the consumer when nothing happens
 _RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # backoff when the broker cannot be used
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Inputs between two snapshots: at least one per this many bytes of the last snapshot's state.
+SNAPSHOT_BYTES_PER_INPUT: Final = 128
 
 E = TypeVar("E")
 E_contra = TypeVar("E_contra", contravariant=True)
@@ -209,6 +216,7 @@ class FoldService(Generic[E]):
         self._last_seq = 0  # stream sequence read up to (inputs up to it are applied)
         self._flushed_seq = 0  # ... and their outputs all acknowledged by JetStream
         self._since_snapshot = 0
+        self._snapshot_interval = snapshot_every  # inputs before the next snapshot
         self._marks: dict[str, int] = {}
         self._answered: set[str] = set()  # ids of outputs an earlier run already published
         self._consumer = ""
@@ -228,6 +236,11 @@ class FoldService(Generic[E]):
         """The stream sequence the service has read up to: every input at or before it is
         applied (0: none yet)."""
         return self._last_seq
+
+    @property
+    def snapshot_interval(self) -> int:
+        """Inputs between two snapshots now: `snapshot_every`, or more for a large state."""
+        return self._snapshot_interval
 
     @property
     def publisher_stats(self) -> PublisherStats:
@@ -340,6 +353,7 @@ class FoldService(Generic[E]):
         self._last_seq = snapshot.input_seq
         self.processed = snapshot.processed
         self._marks = dict(snapshot.output_marks)
+        self._space_snapshots(snapshot.state)
         self.stats.restored_seq = snapshot.input_seq
 
     async def _published_outputs(self) -> set[str]:
@@ -480,7 +494,7 @@ class FoldService(Generic[E]):
                     # Under load, when more has already arrived, the flush waits for a pause,
                     # not for each input's acks in turn.
                     await self._flush()
-                if self._since_snapshot >= self._snapshot_every:
+                if self._since_snapshot >= self._snapshot_interval:
                     await self._checkpoint()
                 if self._stopping:
                     return
@@ -561,6 +575,7 @@ class FoldService(Generic[E]):
                 stream: (await pull.stream_info(self._nc, stream)).state.last_seq
                 for stream in self.outputs
             }
+            state = self._core.snapshot()
             await self._snapshots.save(
                 FoldSnapshot(
                     service=self.name,
@@ -569,7 +584,7 @@ class FoldService(Generic[E]):
                     processed=self.processed,
                     output_marks=marks,
                     state_digest=self._core.state_digest(),
-                    state=self._core.snapshot(),
+                    state=state,
                 )
             )
         except (BrokerError, NatsError, TimeoutError) as exc:
@@ -577,7 +592,12 @@ class FoldService(Generic[E]):
             log.warning("%s: snapshot at sequence %d failed: %s", self.name, self._last_seq, exc)
             return
         self._since_snapshot = 0
+        self._space_snapshots(state)
         self.stats.snapshots += 1
+
+    def _space_snapshots(self, state: bytes) -> None:
+        """Inputs before the next snapshot, after one of `state` (see the module docstring)."""
+        self._snapshot_interval = max(self._snapshot_every, len(state) // SNAPSHOT_BYTES_PER_INPUT)
 
     # ---- bookkeeping ----
 
