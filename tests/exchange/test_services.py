@@ -262,6 +262,37 @@ async def test_orders_fill_cancel_and_reject_through_the_services(
     assert request.subject == subjects.ORDERS_NEW and b'"mkt1"' in (request.data or b"")
 
 
+async def test_ids_that_cannot_be_subject_tokens_are_skipped_not_fatal(
+    nc: NATS, js: JetStreamContext, exchange: LiveExchange
+) -> None:
+    # An order id becomes a subject token (`orders.validated.<id>`). One with a space, a dot,
+    # a wildcard or nothing at all used to stop the accounts service for good: it could not
+    # publish its answer, and every restart replayed the same message into the same failure.
+    await submit(js, subjects.ORDERS_ADMIN, orders.AccountOpened(ts=0, account_id="alice"))
+    await submit(
+        js, subjects.ORDERS_ADMIN, orders.CashDeposited(ts=0, account_id="alice", amount=D(10**5))
+    )
+    bad = ["a b", "x.y", "*", ">", "", "z" * 65, "tab\there"]
+    for oid in bad:
+        await submit(js, subjects.ORDERS_NEW, _order(oid, "alice", "buy", 1))
+    await submit(js, subjects.ORDERS_NEW, _order("ok1", "alice", "buy", 1))
+    # A cancel for another bad id, and a position subject's account token.
+    await submit(
+        js, subjects.ORDERS_CANCEL, orders.CancelRequested(ts=1, order_id="a.b", account_id="x y")
+    )
+    await settle(nc, exchange)  # raises the error of a service that failed
+    assert exchange.accounts.stats.skipped == len(bad) + 1
+    bus = await bus_by_stream(nc)
+    requests = (subjects.ORDERS_NEW, subjects.ORDERS_ADMIN, subjects.ORDERS_CANCEL)
+    answers = {
+        subject: orders.decode(data)
+        for subject, data, _ in bus[ORDERS.name]
+        if subject not in requests
+    }
+    assert set(answers) == {"orders.validated.ok1", "orders.accepted.ok1"}
+    assert isinstance(answers["orders.accepted.ok1"], orders.OrderAccepted)
+
+
 # ---- determinism: live, from the journal, from a snapshot plus the tail ----
 
 

@@ -31,6 +31,8 @@ from typing import Literal
 
 import msgspec
 
+from bourse.model.subjects import Id
+
 Side = Literal["buy", "sell"]
 OrderKind = Literal["market", "limit", "stop", "stop_limit"]
 TimeInForce = Literal["day", "gtc", "ioc", "fok"]
@@ -63,9 +65,9 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class OrderSubmitted(_Event, frozen=True, kw_only=True, tag="order_submitted"):
-    order_id: str
+    order_id: Id
     client_order_id: str
-    account_id: str
+    account_id: Id
     symbol: str
     side: Side
     kind: OrderKind
@@ -79,15 +81,15 @@ class OrderSubmitted(_Event, frozen=True, kw_only=True, tag="order_submitted"):
 
 
 class CancelRequested(_Event, frozen=True, kw_only=True, tag="cancel_requested"):
-    order_id: str
-    account_id: str
+    order_id: Id
+    account_id: Id
 
 
 class ReplaceRequested(_Event, frozen=True, kw_only=True, tag="replace_requested"):
-    order_id: str
-    new_order_id: str
+    order_id: Id
+    new_order_id: Id
     new_client_order_id: str
-    account_id: str
+    account_id: Id
     qty: Decimal | None = None
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
@@ -99,22 +101,22 @@ class ReplaceRequested(_Event, frozen=True, kw_only=True, tag="replace_requested
 
 
 class AccountOpened(_Event, frozen=True, kw_only=True, tag="account_opened"):
-    account_id: str
+    account_id: Id
     shorting_enabled: bool = False
 
 
 class CashDeposited(_Event, frozen=True, kw_only=True, tag="cash_deposited"):
-    account_id: str
+    account_id: Id
     amount: Decimal
 
 
 class TradingHalted(_Event, frozen=True, kw_only=True, tag="trading_halted"):
-    account_id: str
+    account_id: Id
     reason: str
 
 
 class TradingResumed(_Event, frozen=True, kw_only=True, tag="trading_resumed"):
-    account_id: str
+    account_id: Id
 
 
 # ---- the trading session ----
@@ -138,8 +140,8 @@ class OrderValidated(_Event, frozen=True, kw_only=True, tag="order_validated"):
 
 
 class CancelValidated(_Event, frozen=True, kw_only=True, tag="cancel_validated"):
-    order_id: str
-    account_id: str
+    order_id: Id
+    account_id: Id
     symbol: str
 
 
@@ -152,8 +154,8 @@ class ReplaceValidated(_Event, frozen=True, kw_only=True, tag="replace_validated
 
 
 class OrderRejected(_Event, frozen=True, kw_only=True, tag="order_rejected"):
-    order_id: str
-    account_id: str
+    order_id: Id
+    account_id: Id
     request: Literal["new", "cancel", "replace"]
     code: RejectCode
     message: str
@@ -168,14 +170,14 @@ class OrderRejected(_Event, frozen=True, kw_only=True, tag="order_rejected"):
 
 
 class OrderAccepted(_Event, frozen=True, kw_only=True, tag="order_accepted"):
-    order_id: str
-    account_id: str
+    order_id: Id
+    account_id: Id
     symbol: str
 
 
 class Execution(_Event, frozen=True, kw_only=True, tag="execution"):
-    order_id: str
-    account_id: str
+    order_id: Id
+    account_id: Id
     symbol: str
     side: Side
     price: Decimal
@@ -186,17 +188,17 @@ class Execution(_Event, frozen=True, kw_only=True, tag="execution"):
 
 
 class OrderCancelled(_Event, frozen=True, kw_only=True, tag="order_cancelled"):
-    order_id: str
-    account_id: str
+    order_id: Id
+    account_id: Id
     symbol: str
     leaves_qty: Decimal
     reason: str  # requested, expired, ioc_remainder, fok_unfilled, no_liquidity, self_trade
 
 
 class OrderReplaced(_Event, frozen=True, kw_only=True, tag="order_replaced"):
-    order_id: str
-    new_order_id: str
-    account_id: str
+    order_id: Id
+    new_order_id: Id
+    account_id: Id
     symbol: str
     qty: Decimal
     limit_price: Decimal | None

@@ -6,12 +6,14 @@ from decimal import Decimal
 
 import msgspec
 
+from bourse.model.subjects import Id
+
 
 class PositionChanged(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="position"):
     """An account's position in one symbol after a fill (qty 0: the position is closed)."""
 
     ts: int
-    account_id: str
+    account_id: Id
     symbol: str
     qty: Decimal
     avg_entry_price: Decimal

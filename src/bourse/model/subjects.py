@@ -7,6 +7,9 @@ venue and `md.*.AAPL` one symbol on every venue.
 from __future__ import annotations
 
 import re
+from typing import Annotated, Final
+
+import msgspec
 
 from bourse.errors import ConfigError
 
@@ -17,6 +20,19 @@ RISK_ROOT = "risk"
 DEAD_LETTER_ROOT = "deadletter"
 ACCOUNTS_ROOT = "accounts"  # request/reply queries of the accounts service (not a stream)
 ANALYTICS_ROOT = "analytics"
+
+# Order and account ids become subject tokens (`orders.validated.<order_id>`,
+# `positions.<account_id>.<symbol>`): no dots, wildcards, spaces or control characters, so
+# that no message can make a service publish on a subject NATS refuses. A message whose id is
+# not one fails to decode: every service skips it, on every replay alike.
+ID_PATTERN: Final = r"^[A-Za-z0-9_:-]{1,64}$"
+Id = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=ID_PATTERN,
+        description="1-64 letters, digits, '_', '-' or ':' (a subject token)",
+    ),
+]
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 _VENUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
