@@ -280,6 +280,26 @@ CASES = [
         "128",
         json=order(client_order_id="x" * 129),
     ),
+    case(
+        # It travels in the journal message's Nats-Msg-Id header: a line break would end
+        # the header there and start another.
+        "client_order_id with a line break",
+        "POST",
+        "/v2/orders",
+        422,
+        "client_order_id",
+        "control",
+        json=order(client_order_id="abc\r\nNats-Expected-Stream: NOPE"),
+    ),
+    case(
+        "client_order_id with a control character",
+        "POST",
+        "/v2/orders",
+        422,
+        "client_order_id",
+        "control",
+        json=order(client_order_id="abc\x00def"),
+    ),
     # ---- too large ----
     case(
         "oversized body with Content-Length",

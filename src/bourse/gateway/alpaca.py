@@ -7,6 +7,7 @@ UUIDs, exactly as Alpaca sends them, so alpaca-py parses Bourse's answers unchan
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -59,6 +60,17 @@ def _decimal_field(value: Any, name: str) -> Decimal | None:
     return number
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str | None) -> str | None:
+    # A client order id travels in the journal message's Nats-Msg-Id header, where a line
+    # break would end the header and start another.
+    if value is not None and _CONTROL.search(value):
+        raise ValueError("must not contain control characters (line breaks, tabs, NUL...)")
+    return value
+
+
 class OrderRequest(BaseModel):
     """POST /v2/orders. Unknown fields are refused, so a typo is an error, not a surprise."""
 
@@ -81,6 +93,8 @@ class OrderRequest(BaseModel):
     def _exact(cls, value: Any, info: Any) -> Decimal | None:
         return _decimal_field(value, info.field_name)
 
+    _client_order_id = field_validator("client_order_id")(_printable)
+
 
 class ReplaceOrderRequest(BaseModel):
     """PATCH /v2/orders/{id}."""
@@ -97,6 +111,8 @@ class ReplaceOrderRequest(BaseModel):
     @classmethod
     def _exact(cls, value: Any, info: Any) -> Decimal | None:
         return _decimal_field(value, info.field_name)
+
+    _client_order_id = field_validator("client_order_id")(_printable)
 
 
 def order_json(order: Order) -> dict[str, Any]:
