@@ -167,6 +167,34 @@ async def test_bars_for_a_trading_venue_and_for_a_venue_that_only_quotes(
     assert service.stats.ticks_in == 4 and service.stats.lag_messages == 0
 
 
+async def test_a_symbol_or_venue_that_cannot_be_a_subject_token_is_skipped(
+    nc: NATS, js: JetStreamContext, clock: ManualClock, running: list[AnalyticsService]
+) -> None:
+    # Outputs are published on `analytics.bars.<tf>.<venue>.<symbol>` from the message's own
+    # symbol and venue: one with a space, a dot or a wildcard in them used to stop the
+    # service for good (it could not publish, and every restart read the same message).
+    service = await start(nc, running, clock, config())
+    good = [trade("100.00", 10, T0 + 100), trade("101.00", 30, T0 + 200)]
+    bad = [
+        trade("100.50", 1, T0 + 150, symbol="AA PL"),
+        trade("100.50", 1, T0 + 150, symbol="AAPL.X"),
+        trade("100.50", 1, T0 + 150, venue="ny.se"),
+        quote("99.00", "101.00", T0 + 160, venue="*"),
+        quote("99.00", "101.00", T0 + 160, symbol=">"),
+    ]
+    subject = subjects.market_data("nyse", "AAPL")
+    for message in [good[0], *bad, good[1]]:
+        await js.publish(subject, marketdata.encode(message))
+    await service.wait_caught_up()  # raises the error of a service that failed
+    assert service.stats.skipped == len(bad)
+    assert service.stats.ticks_in == len(good)
+    clock.advance(2 * S)
+    bars = {s: m for s, _, m in await until_published(js, "analytics.bars.1Sec.>", 2)}
+    assert set(bars) == {"analytics.bars.1Sec.nyse.AAPL", "analytics.bars.1Sec.consolidated.AAPL"}
+    bar = bars["analytics.bars.1Sec.nyse.AAPL"]
+    assert isinstance(bar, Bar) and (bar.volume, bar.trade_count) == (Decimal(40), 2)
+
+
 async def test_nbbo_across_two_venues_goes_stale_venue_by_venue(
     nc: NATS, js: JetStreamContext, clock: ManualClock, running: list[AnalyticsService]
 ) -> None:

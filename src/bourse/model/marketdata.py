@@ -11,12 +11,14 @@ from typing import Literal
 
 import msgspec
 
+from bourse.model.subjects import Symbol, Venue
+
 
 class Quote(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="quote"):
     """Top of book on one venue, with the venue's last trade and the day's volume."""
 
-    symbol: str
-    venue: str
+    symbol: Symbol
+    venue: Venue
     bid: Decimal
     ask: Decimal
     bid_size: Decimal
@@ -41,8 +43,8 @@ class Quote(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="qu
 class Trade(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="trade"):
     """One print on one venue."""
 
-    symbol: str
-    venue: str
+    symbol: Symbol
+    venue: Venue
     price: Decimal
     size: Decimal
     side: Literal["buy", "sell", "unknown"] = "unknown"  # the aggressor's side
@@ -63,8 +65,8 @@ class Depth(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="de
     lets a client see that it missed one and ask for a fresh snapshot.
     """
 
-    symbol: str
-    venue: str
+    symbol: Symbol
+    venue: Venue
     bids: list[tuple[Decimal, Decimal]]
     asks: list[tuple[Decimal, Decimal]]
     ts: int

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import msgspec
 
-from bourse.model.subjects import Id
+from bourse.model.subjects import Id, Symbol
 
 
 class PositionChanged(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="position"):
@@ -14,7 +14,7 @@ class PositionChanged(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
 
     ts: int
     account_id: Id
-    symbol: str
+    symbol: Symbol
     qty: Decimal
     avg_entry_price: Decimal
     realized_pnl: Decimal  # the account's realized P&L so far, all symbols

@@ -36,6 +36,20 @@ Id = Annotated[
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 _VENUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# Market data's symbol and venue become subject tokens downstream (`analytics.bars.<tf>.
+# <venue>.<symbol>`, `positions.<account>.<symbol>`): a message naming others fails to decode.
+Symbol = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=_SYMBOL.pattern, description="upper-case letters, digits, '-' and '_' (1-32)"
+    ),
+]
+Venue = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=_VENUE.pattern, description="lower-case letters, digits, '-' and '_' (1-32)"
+    ),
+]
 
 
 def normalize_symbol(symbol: str) -> str:
