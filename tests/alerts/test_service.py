@@ -136,6 +136,32 @@ async def test_an_alert_fires_once_per_crossing_on_its_accounts_subject(
     assert market.fired("b1") == []
 
 
+async def test_an_alert_whose_ids_cannot_be_subject_tokens_is_skipped(
+    nc: NATS, js: JetStreamContext, market: Market, running: list[AlertsService]
+) -> None:
+    # A firing goes out on `alerts.fired.<account>.<alert id>`: an alert created over NATS
+    # with a dot or a space in its ids used to stop the service when it fired, for good.
+    service = await start(nc, running)
+    await market.prices("189.00")
+    for alert_id, account in (("x.y", ALICE), ("a b", ALICE), ("ok", "bo b")):
+        made = AlertCreated(
+            alert_id=alert_id,
+            account_id=account,
+            symbol="AAPL",
+            condition="above",
+            price=D("190.00"),
+            ts=time.time_ns(),
+        )
+        await js.publish(subjects.alert_event("created", ALICE, "bad"), alerts.encode(made))
+    await market.create("a1", "above", "190.00")
+    await service.wait_caught_up()
+    await market.prices("191.00")
+    await service.wait_caught_up()  # raises the error of a service that failed
+    await eventually(lambda: len(market.heard) == 1)
+    assert [e.alert_id for e in market.fired()] == ["a1"]
+    assert service.book.alert_ids() == []
+
+
 async def test_a_recurring_alert_re_arms_when_the_price_goes_back(
     nc: NATS, market: Market, running: list[AlertsService]
 ) -> None:

@@ -53,6 +53,7 @@ from bourse.analytics.reference import DEFAULT_MAX_AGE_NS, OWN_VENUE
 from bourse.errors import BourseError
 from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
 from bourse.model.marketdata import MarketData, Quote
+from bourse.model.subjects import Id, Symbol
 
 Condition = Literal["above", "below", "crosses"]
 Direction = Literal["up", "down"]
@@ -70,9 +71,9 @@ class AlertCreated(
 ):
     """An account's new alert on `symbol` at level `price`."""
 
-    alert_id: str
-    account_id: str
-    symbol: str
+    alert_id: Id
+    account_id: Id
+    symbol: Symbol
     condition: Condition
     price: Decimal
     recurring: bool = False
@@ -93,17 +94,17 @@ class AlertDeleted(
 ):
     """The account deleted its alert `alert_id`."""
 
-    alert_id: str
-    account_id: str
+    alert_id: Id
+    account_id: Id
     ts: int
 
 
 class AlertFired(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="alert_fired"):
     """The price of `symbol` crossed the alert's level: the `fire_count`-th firing of it."""
 
-    alert_id: str
-    account_id: str
-    symbol: str
+    alert_id: Id
+    account_id: Id
+    symbol: Symbol
     condition: Condition
     price: Decimal  # the alert's level
     market_price: Decimal  # the reference price that crossed it
