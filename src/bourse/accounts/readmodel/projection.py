@@ -133,8 +133,34 @@ def _insert(dialect: str, table: Table) -> Any:
     return sqlite.insert(table)
 
 
-def _upsert_statement(dialect: str, table: Table) -> Executable:
-    """Insert rows of `table`, or overwrite every column of the rows already there."""
+# What an order's later events change; the rest is fixed when the row is made (a replace
+# makes a new order). Setting only these on a conflict spares SQLite rewriting the entries of
+# every index on the row (account, client order id, submission time) for each event.
+_ORDER_CHANGES = frozenset(
+    {
+        "client_order_key",
+        "filled_qty",
+        "filled_notional",
+        "filled_avg_price",
+        "status",
+        "updated_at",
+        "filled_at",
+        "canceled_at",
+        "expired_at",
+        "replaced_at",
+        "failed_at",
+        "replaced_by",
+        "reject_code",
+        "reject_reason",
+    }
+)
+
+
+def _upsert_statement(
+    dialect: str, table: Table, changes: frozenset[str] | None = None
+) -> Executable:
+    """Insert rows of `table`, or overwrite the `changes` columns (default: every column) of
+    the rows already there."""
     statement = _insert(dialect, table)
     keys = [column.name for column in table.primary_key.columns]
     upsert: Executable = statement.on_conflict_do_update(
@@ -142,7 +168,7 @@ def _upsert_statement(dialect: str, table: Table) -> Executable:
         set_={
             column.name: statement.excluded[column.name]
             for column in table.columns
-            if column.name not in keys
+            if column.name not in keys and (changes is None or column.name in changes)
         },
     )
     return upsert
@@ -178,8 +204,9 @@ class _Statements:
         )
         self.upserts = {
             table.name: _upsert_statement(dialect, table)
-            for table in (orders_, accounts, pending, schema.positions)
+            for table in (accounts, pending, schema.positions)
         }
+        self.upserts[orders_.name] = _upsert_statement(dialect, orders_, _ORDER_CHANGES)
         self.add_fills = _insert(dialect, schema.fills).on_conflict_do_nothing()
 
     def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
