@@ -367,6 +367,8 @@ async def ramp(step: Callable[[float], Awaitable[Result]], first: float, last: f
             break
     while held and missed and missed > held * PRECISION:
         rate = round((held + missed) / 2)
+        if rate in (held, missed):
+            break  # a few orders/s apart: nothing between them to try
         result = await step(rate)
         steps.append(result)
         if result["held"]:

@@ -143,7 +143,7 @@ async def test_an_alert_whose_ids_cannot_be_subject_tokens_is_skipped(
     # with a dot or a space in its ids used to stop the service when it fired, for good.
     service = await start(nc, running)
     await market.prices("189.00")
-    for alert_id, account in (("x.y", ALICE), ("a b", ALICE), ("ok", "bo b")):
+    for alert_id, account in (("x.y", ALICE), ("a b", ALICE), ("ok", "bo b"), ("x\n", ALICE)):
         made = AlertCreated(
             alert_id=alert_id,
             account_id=account,

@@ -181,6 +181,8 @@ async def test_a_symbol_or_venue_that_cannot_be_a_subject_token_is_skipped(
         trade("100.50", 1, T0 + 150, venue="ny.se"),
         quote("99.00", "101.00", T0 + 160, venue="*"),
         quote("99.00", "101.00", T0 + 160, symbol=">"),
+        trade("100.50", 1, T0 + 170, symbol="AAPL\n"),  # `$` alone lets a final \n through
+        trade("100.50", 1, T0 + 170, venue="nyse\n"),
     ]
     subject = subjects.market_data("nyse", "AAPL")
     for message in [good[0], *bad, good[1]]:

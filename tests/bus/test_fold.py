@@ -260,6 +260,21 @@ async def test_a_journal_that_lost_its_beginning_is_not_folded_without_a_snapsho
         await totals(nc).start()
 
 
+async def test_a_journal_that_lost_messages_after_the_snapshot_is_not_folded(
+    nc: NATS, streams: JetStreamContext
+) -> None:
+    first = await totals(nc).start()
+    for n in range(3):
+        await add(streams, "k", n)
+    await first.wait_caught_up()
+    await first.stop()  # a snapshot at input 3
+    for n in range(3):  # inputs 4-6, folded by nobody yet
+        await add(streams, "k", n)
+    await streams.purge_stream(INPUTS, keep=1)  # 4 and 5 are gone (max age, a purge...)
+    with pytest.raises(FoldError, match="after the snapshot"):
+        await totals(nc).start()
+
+
 def _token_matches(pattern: str, subject: str) -> bool:
     """NATS subject matching, token by token: what subject_matcher must agree with."""
     tokens, wanted = subject.split("."), pattern.split(".")

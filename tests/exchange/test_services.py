@@ -272,7 +272,7 @@ async def test_ids_that_cannot_be_subject_tokens_are_skipped_not_fatal(
     await submit(
         js, subjects.ORDERS_ADMIN, orders.CashDeposited(ts=0, account_id="alice", amount=D(10**5))
     )
-    bad = ["a b", "x.y", "*", ">", "", "z" * 65, "tab\there"]
+    bad = ["a b", "x.y", "*", ">", "", "z" * 65, "tab\there", "o1\n"]
     for oid in bad:
         await submit(js, subjects.ORDERS_NEW, _order(oid, "alice", "buy", 1))
     await submit(js, subjects.ORDERS_NEW, _order("ok1", "alice", "buy", 1))

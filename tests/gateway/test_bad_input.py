@@ -292,6 +292,16 @@ CASES = [
         json=order(client_order_id="abc\r\nNats-Expected-Stream: NOPE"),
     ),
     case(
+        # nats-py trims header values: "abc " would take the Nats-Msg-Id of "abc".
+        "client_order_id ending with a space",
+        "POST",
+        "/v2/orders",
+        422,
+        "client_order_id",
+        "space",
+        json=order(client_order_id="abc "),
+    ),
+    case(
         "client_order_id with a control character",
         "POST",
         "/v2/orders",

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # Heartbeats of the ordered consumers: two missed ones (a lost consumer, a broker restart)
 # make nats-py create the consumer again from the message after the last one it delivered.
 _HEARTBEAT = 2.0
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a subject token and a KV key
+_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$(?!\n)")  # a subject token and a KV key
 
 
 class MarketMakers:

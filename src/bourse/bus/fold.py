@@ -69,7 +69,7 @@ _FLUSH_PATIENCE = 10.0  # seconds between warnings while JetStream does not ackn
 _API_TIMEOUT = 2.0  # seconds to wait for a JetStream API answer before trying again
 _CAUGHT_UP_POLL = 0.25  # how often wait_caught_up re-reads the consumer when nothing happens
 _RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # backoff when the broker cannot be used
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$(?!\n)")
 # Inputs between two snapshots: at least one per this many bytes of the last snapshot's state.
 SNAPSHOT_BYTES_PER_INPUT: Final = 128
 
@@ -258,6 +258,13 @@ class FoldService(Generic[E]):
         snapshot = await self._snapshots.load(self.name)
         if snapshot is not None:
             self._restore(snapshot, journal.last_seq)
+            if journal.first_seq > snapshot.input_seq + 1:
+                raise FoldError(
+                    self.name,
+                    f"stream {self.stream} starts at sequence {journal.first_seq}: messages "
+                    f"after the snapshot (sequence {snapshot.input_seq}) are gone, so the state "
+                    "cannot be brought up to date",
+                )
         elif journal.first_seq > 1:
             raise FoldError(
                 self.name,
@@ -589,7 +596,9 @@ class FoldService(Generic[E]):
             )
         except (BrokerError, NatsError, TimeoutError) as exc:
             # Not fatal: the previous snapshot and a longer replay still give the same state.
+            # Tried again after another `snapshot_every` inputs, not after every input.
             log.warning("%s: snapshot at sequence %d failed: %s", self.name, self._last_seq, exc)
+            self._snapshot_interval = self._since_snapshot + self._snapshot_every
             return
         self._since_snapshot = 0
         self._space_snapshots(state)

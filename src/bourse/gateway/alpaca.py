@@ -68,6 +68,9 @@ def _printable(value: str | None) -> str | None:
     # break would end the header and start another.
     if value is not None and _CONTROL.search(value):
         raise ValueError("must not contain control characters (line breaks, tabs, NUL...)")
+    if value is not None and value != value.strip():
+        # nats-py trims header values: "abc " and "abc" would be one Nats-Msg-Id.
+        raise ValueError("must not start or end with a space")
     return value
 
 

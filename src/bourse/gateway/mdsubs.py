@@ -19,7 +19,7 @@ from typing import Any
 from bourse.gateway.mdwire import ALPACA_CHANNELS, Feed
 
 STAR = "*"
-_STOCK = re.compile(r"^[A-Z0-9][A-Z0-9._]{0,31}$")
+_STOCK = re.compile(r"^[A-Z0-9][A-Z0-9._]{0,31}$(?!\n)")
 _PAIR = re.compile(r"^([A-Z0-9]{1,15})[/-]([A-Z0-9]{1,15})$")
 
 

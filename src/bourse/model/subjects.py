@@ -25,7 +25,7 @@ ANALYTICS_ROOT = "analytics"
 # `positions.<account_id>.<symbol>`): no dots, wildcards, spaces or control characters, so
 # that no message can make a service publish on a subject NATS refuses. A message whose id is
 # not one fails to decode: every service skips it, on every replay alike.
-ID_PATTERN: Final = r"^[A-Za-z0-9_:-]{1,64}$"
+ID_PATTERN: Final = r"^[A-Za-z0-9_:-]{1,64}$(?!\n)"
 Id = Annotated[
     str,
     msgspec.Meta(
@@ -34,8 +34,8 @@ Id = Annotated[
     ),
 ]
 
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
-_VENUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$(?!\n)")
+_VENUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$(?!\n)")
 # Market data's symbol and venue become subject tokens downstream (`analytics.bars.<tf>.
 # <venue>.<symbol>`, `positions.<account>.<symbol>`): a message naming others fails to decode.
 Symbol = Annotated[

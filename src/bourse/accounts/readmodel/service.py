@@ -52,7 +52,7 @@ _PULL_GRACE = 1.0  # a pull unanswered this long after it expired: the connectio
 _CONSUMER_IDLE = 30.0  # the server deletes a consumer this long after its reader died
 _API_TIMEOUT = 2.0  # seconds to wait for a JetStream API answer before trying again
 _RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # backoff for the broker and the database
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$(?!\n)")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -17,7 +17,7 @@ from bourse.errors import ConfigError
 from bourse.model import subjects
 
 # Consumer names become subject tokens in the JetStream API.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$(?!\n)")
 
 
 def _check_name(setting: str, name: str) -> None:
