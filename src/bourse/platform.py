@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -295,54 +297,53 @@ class Platform:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
+    async def _step(self, what: str, stop: Callable[[], Awaitable[object]]) -> None:
+        """One step of `stop()`: logged with its duration; a failure is logged, not raised."""
+        started = time.monotonic()
+        log.info("stopping %s", what)
+        try:
+            await stop()
+        except Exception:
+            log.exception("stopping %s failed", what)
+        else:
+            log.info("stopped %s in %.1fs", what, time.monotonic() - started)
+
     async def stop(self) -> None:
+        """Stop in order; each step is logged with its duration, so a slow one shows."""
         if self.feed is not None:
             self.feed.stop()
         if self.gateway is not None:
-            try:
-                await self.gateway.stop()  # finishes requests in flight first
-            except Exception:
-                log.exception("stopping the gateway failed")
+            await self._step("the gateway", self.gateway.stop)  # finishes requests in flight
         if self.history is not None:
-            try:
-                await self.history.stop()  # stores and acknowledges the batch in hand
-            except Exception:
-                log.exception("stopping the history service failed")
-            self.history.store.close()
+            history = self.history
+
+            async def stop_history() -> None:
+                try:
+                    await history.stop()  # stores and acknowledges the batch in hand
+                finally:
+                    await asyncio.to_thread(history.store.close)
+
+            await self._step("the history service", stop_history)
         if self.makers is not None:
-            try:
-                await self.makers.stop()  # cancels its quotes while the services still run
-            except Exception:
-                log.exception("stopping the market makers failed")
+            # Cancels its quotes while the services still run.
+            await self._step("the market makers", self.makers.stop)
         if self.session is not None:
-            await self.session.stop()
+            await self._step("the session clock", self.session.stop)
         if self._queries is not None:
-            try:
-                await self._queries.unsubscribe()
-            except Exception:
-                log.exception("unsubscribing the ledger queries failed")
+            await self._step("the ledger queries", self._queries.unsubscribe)
         if self.alerts is not None:
-            try:
-                await self.alerts.stop()  # waits for its firings' acks, writes a snapshot
-            except Exception:
-                log.exception("stopping the alerts service failed")
+            # Waits for its firings' acks, writes a snapshot.
+            await self._step("the alerts service", self.alerts.stop)
         for service in reversed(self.services):
-            try:
-                await service.stop()  # finishes in-flight publishes, writes a snapshot
-            except Exception:
-                log.exception("stopping a service failed")
+            # Finishes in-flight publishes, writes a snapshot.
+            await self._step(f"the {service.name} service", service.stop)
         if self.analytics is not None:
-            try:
-                await self.analytics.stop()  # publishes what is due, writes a snapshot
-            except Exception:
-                log.exception("stopping the analytics service failed")
+            # Publishes what is due, writes a snapshot.
+            await self._step("the analytics service", self.analytics.stop)
         # Failures were reported by wait(); here only the orderly end matters.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception:
-                log.exception("draining the connection failed")
+            await self._step("the NATS connection", self.nc.drain)
         if self.server is not None:
-            await self.server.stop()
+            await self._step("nats-server", self.server.stop)
         remove_runtime(self.config.home, pid=os.getpid())
