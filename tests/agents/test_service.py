@@ -21,7 +21,7 @@ from nats.js.errors import NotFoundError
 
 from bourse.accounts.service import accounts_service
 from bourse.agents.market_maker import MakerConfig, desired_quotes
-from bourse.agents.recovery import OrderRegistry, read_view
+from bourse.agents.recovery import OrderRegistry, read_positions, read_view
 from bourse.agents.service import MarketMakers, MarketMakersConfig
 from bourse.bus.connection import connect
 from bourse.bus.fold import FoldService
@@ -328,3 +328,26 @@ async def test_the_registry_keeps_order_ids_per_account_and_symbol(
     assert await OrderRegistry(nc).load("mm-1") == {"AAPL": ["a", "b"], "BTC-USD": ["c"]}
     await registry.save("mm-1", "AAPL", [])
     assert await registry.load("mm-1") == {"BTC-USD": ["c"]}
+
+
+async def test_a_position_report_that_does_not_decode_does_not_stop_the_maker_starting(
+    nc: NATS, js: JetStreamContext
+) -> None:
+    # POSITIONS keeps messages by size, not age: a bad one on the maker's subjects would
+    # otherwise keep it (and `bourse up`) from starting for as long as it is kept.
+    good = positions.PositionChanged(
+        ts=1,
+        account_id="mm-1",
+        symbol="MSFT",
+        qty=D(5),
+        avg_entry_price=D("400.00"),
+        realized_pnl=D(0),
+        cash=D(1000),
+        match_id=1,
+    )
+    await js.publish("positions.mm-1.MSFT", positions.encode(good))
+    await js.publish("positions.mm-1.AAPL", b"{not json")
+    last = (await js.publish("positions.mm-1.TSLA", b'{"type": "position", "qty": "x"}')).seq
+    found, after = await read_positions(nc, "mm-1")
+    assert found == [good]
+    assert after == last + 1

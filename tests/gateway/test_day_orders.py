@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from bourse.engine.session import SessionClock, day_to_close, next_midnight
+from bourse.model import subjects
 from tests.conftest import eventually
 from tests.gateway.conftest import ExchangeStack
 
@@ -50,3 +51,15 @@ async def test_closing_the_day_expires_day_orders_only(exchange: ExchangeStack) 
     assert await status(gtc["id"]) == "new"
     account = (await alice.http.get("/v2/account")).json()
     assert account["buying_power"] == "9500.00"
+
+
+async def test_a_session_close_naming_no_day_does_not_stop_the_clock(
+    exchange: ExchangeStack,
+) -> None:
+    # Anyone may publish on orders.session; the clock reads the last close when it starts.
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    for day in ("2026-13-45", "tomorrow"):
+        payload = b'{"type": "session_closed", "ts": 1, "trading_day": "%s"}' % day.encode()
+        await exchange.js.publish(subjects.ORDERS_SESSION, payload)
+        closed = await SessionClock(exchange.nc, clock=lambda: tomorrow).catch_up()
+        assert closed == datetime.now(UTC).date()

@@ -128,7 +128,19 @@ async def read_positions(nc: NATS, account_id: str) -> tuple[list[positions.Posi
         subjects.positions(account_id, "*"),
         deliver_policy="last_per_subject",
     )
-    found = [positions.decode(d.data) for d in deliveries]
+    found = []
+    for delivery in deliveries:
+        try:
+            found.append(positions.decode(delivery.data))
+        except msgspec.DecodeError as error:
+            # Anyone may publish on POSITIONS, which keeps messages by size, not age: one
+            # that does not decode must not keep the agent from starting, ever.
+            log.warning(
+                "skipping POSITIONS message %d on %s, which does not decode: %s",
+                delivery.stream_seq,
+                delivery.subject,
+                error,
+            )
     return found, (deliveries[-1].stream_seq if deliveries else end) + 1
 
 

@@ -91,7 +91,11 @@ class SessionClock:
             return None
         if not isinstance(event, orders.SessionClosed):
             return None
-        return date.fromisoformat(event.trading_day)
+        try:
+            return date.fromisoformat(event.trading_day)
+        except ValueError:  # anyone may publish on orders.session: not a reason to stop
+            log.warning("the last session close names no day: %r", event.trading_day)
+            return None
 
     async def _first_day(self) -> date | None:
         """The day the journal's first message was written (None: an empty journal)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -126,7 +126,7 @@ class SessionClosed(_Event, frozen=True, kw_only=True, tag="session_closed"):
     """The trading day `trading_day` (YYYY-MM-DD, UTC) ended: every open DAY order expires.
     Journaled, so expiry is a pure function of the stream like everything else."""
 
-    trading_day: str
+    trading_day: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)")]
 
 
 # ---- accounts' decisions ----
