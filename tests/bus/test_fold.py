@@ -312,10 +312,15 @@ class Bulky(Totals):
         self.pad = pad
 
     def snapshot(self) -> bytes:
-        return msgspec.json.encode({"totals": self.totals, "pad": "x" * self.pad})
+        return msgspec.json.encode(_BulkyState(totals=self.totals, pad="x" * self.pad))
 
     def restore(self, data: bytes) -> None:
-        self.totals = msgspec.json.decode(data, type=dict[str, dict[str, int] | str])["totals"]  # type: ignore[assignment]
+        self.totals = msgspec.json.decode(data, type=_BulkyState).totals
+
+
+class _BulkyState(msgspec.Struct):
+    totals: dict[str, int]
+    pad: str
 
 
 async def test_a_large_state_is_snapshotted_less_often(nc: NATS, streams: JetStreamContext) -> None:
