@@ -51,6 +51,7 @@ from bourse.analytics.pipeline import AnalyticsConfig, AnalyticsPipeline, digest
 from bourse.analytics.published import published_ids
 from bourse.analytics.reader import BatchReader
 from bourse.bus import pull
+from bourse.bus.lifecycle import OneTaskService
 from bourse.bus.publisher import AckedPublisher, PublishError
 from bourse.bus.snapshots import FoldSnapshot, SnapshotError, SnapshotStore
 from bourse.bus.streams import ANALYTICS, MARKET_DATA
@@ -93,7 +94,7 @@ class AnalyticsStats:
     publish_errors: int = 0  # outputs JetStream refused (logged)
 
 
-class AnalyticsService:
+class AnalyticsService(OneTaskService):
     """Run the analytics pipeline over MARKET_DATA; see the module."""
 
     def __init__(
@@ -106,6 +107,7 @@ class AnalyticsService:
         clock: Callable[[], int] = time.time_ns,
         price_places: Callable[[str], int] | None = None,
     ) -> None:
+        super().__init__()
         self.config = config or AnalyticsConfig()
         self.name = name
         self._nc = nc
@@ -127,10 +129,6 @@ class AnalyticsService:
         self._snapshot_requested = False
         self._settled_seq = 0  # applied, and its outputs handed to the publisher
         self._consumer = ""
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._idle = False
-        self._progress = asyncio.Event()
 
     # ---- lifecycle ----
 
@@ -163,8 +161,7 @@ class AnalyticsService:
             self.stats.last_seq,
             len(self._answered),
         )
-        self._task = asyncio.create_task(self._run(), name=self.name)
-        self._task.add_done_callback(self._on_done)
+        self._start_task(self.name)
         return self
 
     async def wait_caught_up(self, timeout: float = 30.0) -> None:
@@ -199,41 +196,18 @@ class AnalyticsService:
                     async with asyncio.timeout(0.25):
                         await progress.wait()
 
-    async def stop(self) -> None:
-        """Stop reading after the pull in hand, publish what is due, wait for every ack and
-        save a snapshot (open bars carry on after a restart)."""
-        task = self._task
-        if task is None or self._stopping:
-            return
-        self._stopping = True
-        if self._idle:
-            task.cancel()  # waiting for the broker: nothing half-done to lose
-        await asyncio.wait({task})
-        failed = not task.cancelled() and task.exception() is not None
-        try:
-            if not failed:
-                await self._publish()
-                await self._checkpoint()
-        finally:
-            await self._publisher.close()
-            await self._drop_consumer()
-        self._raise_failure()
+    # stop(), abort() and join() are OneTaskService's: stop() reads no more after the pull in
+    # hand, then publishes what is due, waits for every ack and saves a snapshot (open bars
+    # carry on after a restart).
 
-    async def abort(self) -> None:
-        """Stop at once, as a crash would: no flush, no snapshot."""
-        task = self._task
-        if task is None or self._stopping:
-            return
-        self._stopping = True
-        task.cancel()
-        await asyncio.wait({task})
+    async def _finish(self) -> None:
+        await self._publish()
+        await self._checkpoint()
+
+    async def _release(self, *, orderly: bool) -> None:
         await self._publisher.close()
-
-    async def join(self) -> None:
-        """Wait until the service ends; raise what made it fail."""
-        if self._task is not None:
-            await asyncio.wait({self._task})
-        self._raise_failure()
+        if orderly:
+            await self._drop_consumer()
 
     # ---- reading ----
 
@@ -495,20 +469,3 @@ class AnalyticsService:
     async def _drop_consumer(self, name: str | None = None) -> None:
         name = name if name is not None else self._consumer
         await pull.drop_consumer(self._nc, MARKET_DATA.name, name, owner=self.name, timeout=2.0)
-
-    def _notify(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
-
-    def _on_done(self, task: asyncio.Task[None]) -> None:
-        self._idle = False
-        self._notify()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", self.name, exc_info=task.exception())
-
-    def _raise_failure(self) -> None:
-        task = self._task
-        if task is not None and task.done() and not task.cancelled():
-            error = task.exception()
-            if error is not None:
-                raise error

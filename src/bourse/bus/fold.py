@@ -51,6 +51,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 
 from bourse.bus import pull
+from bourse.bus.lifecycle import OneTaskService
 from bourse.bus.publisher import MSG_ID_HEADER, AckedPublisher, PublishError, PublisherStats
 from bourse.bus.pull import Delivery, PullRequest, PullStatus
 from bourse.bus.snapshots import FoldSnapshot, SnapshotError, SnapshotStore
@@ -164,7 +165,7 @@ def _server_filter(filters: tuple[str, ...]) -> tuple[str, ...] | None:
     return filters if len(filters) == 1 else None
 
 
-class FoldService(Generic[E]):
+class FoldService(OneTaskService, Generic[E]):
     """Run `core` over the `filter_subjects` view of `stream`; see the module docstring.
 
     `outputs` maps each stream the core publishes to onto the subject filters its outputs
@@ -197,6 +198,7 @@ class FoldService(Generic[E]):
             raise ConfigError("outputs", outputs, "each output stream with its subject filters")
         if snapshot_every < 1 or batch < 1:
             raise ConfigError("snapshot_every / batch", (snapshot_every, batch), "at least 1")
+        super().__init__()
         self.name = name
         self.stream = stream
         self.filter_subjects = tuple(subjects.check_filter(f) for f in filter_subjects)
@@ -220,10 +222,6 @@ class FoldService(Generic[E]):
         self._marks: dict[str, int] = {}
         self._answered: set[str] = set()  # ids of outputs an earlier run already published
         self._consumer = ""
-        self._task: asyncio.Task[None] | None = None
-        self._idle = False  # the reader is waiting for the broker, not inside an input
-        self._stopping = False
-        self._progress = asyncio.Event()
 
     # ---- public surface ----
 
@@ -281,8 +279,7 @@ class FoldService(Generic[E]):
             self._last_seq,
             len(self._answered),
         )
-        self._task = asyncio.create_task(self._run(), name=f"fold-{self.name}")
-        self._task.add_done_callback(self._on_done)
+        self._start_task(f"fold-{self.name}")
         return self
 
     async def wait_caught_up(self, timeout: float = 30.0) -> None:
@@ -306,41 +303,21 @@ class FoldService(Generic[E]):
                 async with asyncio.timeout(min(remaining, _CAUGHT_UP_POLL)):
                     await progress.wait()
 
-    async def stop(self) -> None:
-        """Stop reading after the input in hand, wait for every output's ack, save a snapshot."""
-        task = self._task
-        if task is None or self._stopping:
-            return
-        self._stopping = True
-        if self._idle:
-            task.cancel()  # waiting for the broker: nothing half-done to lose
-        await asyncio.wait({task})
-        failed = not task.cancelled() and task.exception() is not None
-        try:
-            if not failed:
-                await self._flush()
-                if self._since_snapshot:
-                    await self._checkpoint()
-        finally:
-            await self._publisher.close()
-            await self._drop_consumer(self._consumer)
-        self._raise_failure()
+    # stop(), abort() and join() are OneTaskService's: stop() reads no more after the input in
+    # hand, then waits for every output's ack and saves a snapshot.
 
-    async def abort(self) -> None:
-        """Stop at once, as a crash would: no flush, no snapshot, the consumer left to expire."""
-        task = self._task
-        if task is None or self._stopping:
-            return
-        self._stopping = True
-        task.cancel()
-        await asyncio.wait({task})
+    async def _finish(self) -> None:
+        await self._flush()
+        if self._since_snapshot:
+            await self._checkpoint()
+
+    async def _release(self, *, orderly: bool) -> None:
         await self._publisher.close()
+        if orderly:
+            await self._drop_consumer(self._consumer)  # else it expires, as after a crash
 
-    async def join(self) -> None:
-        """Wait until the service ends; raise what made it fail."""
-        if self._task is not None:
-            await asyncio.wait({self._task})
-        self._raise_failure()
+    def _label(self) -> str:
+        return f"fold service {self.name}"
 
     # ---- recovery ----
 
@@ -624,20 +601,3 @@ class FoldService(Generic[E]):
         await pull.drop_consumer(
             self._nc, stream or self.stream, name, owner=self.name, timeout=2.0
         )
-
-    def _notify(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
-
-    def _on_done(self, task: asyncio.Task[None]) -> None:
-        self._idle = False
-        self._notify()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("fold service %s failed", self.name, exc_info=task.exception())
-
-    def _raise_failure(self) -> None:
-        task = self._task
-        if task is not None and task.done() and not task.cancelled():
-            error = task.exception()
-            if error is not None:
-                raise error
