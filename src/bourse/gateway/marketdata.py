@@ -21,6 +21,7 @@ answers (each fits one NATS message). Parameters and errors: docs/market-data-ap
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -169,24 +170,49 @@ def _choice(value: str | None, name: str, accepted: Sequence[str]) -> None:
 
 
 IEX_VENUE = "bourse"  # what `feed=iex` means, as on the live stream's /v2/iex
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page, 1-10,000")]
+Sort = Literal["asc", "desc"]
+Text = str | None
 
 
-def _stock_params(
-    feed: str | None, adjustment: str | None, currency: str | None, venue: str | None
-) -> str | None:
-    """Alpaca's stock parameters; the venue to read. `feed=iex` is Bourse's own exchange (as
-    the live stream's `/v2/iex`); every other feed is the consolidated one of all venues. No
-    corporate actions, prices in US dollars."""
-    _choice(feed, "feed", STOCK_FEEDS)
-    _choice(adjustment, "adjustment", ADJUSTMENTS)
-    _choice(currency, "currency", ("usd",))
-    if feed is None or feed.lower() != "iex":
-        return venue
-    if venue is not None and venue != IEX_VENUE:
-        raise errors.bad_request(
-            f"feed=iex is the {IEX_VENUE!r} venue; venue={venue!r} contradicts it (drop one)"
-        )
-    return IEX_VENUE
+@dataclass
+class Paging:
+    """The time range and paging of every series, as Alpaca spells them."""
+
+    start: Text = None
+    end: Text = None
+    limit: Limit = DEFAULT_LIMIT
+    page_token: Text = None
+    sort: Sort = "asc"
+
+
+@dataclass
+class StockParams:
+    """Alpaca's stock parameters that choose the data. `feed=iex` is Bourse's own exchange
+    (as the live stream's `/v2/iex`); every other feed is the consolidated one of all venues.
+    No corporate actions, prices in US dollars."""
+
+    feed: Text = None
+    currency: Text = None
+    venue: Text = None
+
+    def venue_to_read(self, adjustment: Text = None) -> str | None:
+        _choice(self.feed, "feed", STOCK_FEEDS)
+        _choice(adjustment, "adjustment", ADJUSTMENTS)
+        _choice(self.currency, "currency", ("usd",))
+        if self.feed is None or self.feed.lower() != "iex":
+            return self.venue
+        if self.venue is not None and self.venue != IEX_VENUE:
+            raise errors.bad_request(
+                f"feed=iex is the {IEX_VENUE!r} venue; venue={self.venue!r} contradicts it "
+                "(drop one)"
+            )
+        return IEX_VENUE
+
+
+# Query parameters shared by routes, each group read into one object by FastAPI.
+Paged = Annotated[Paging, Depends()]
+StockData = Annotated[StockParams, Depends()]
 
 
 def _crypto_location(loc: str) -> None:
@@ -198,11 +224,6 @@ def _crypto_location(loc: str) -> None:
 
 def _start_of_today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")
-
-
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page, 1-10,000")]
-Sort = Literal["asc", "desc"]
-Text = str | None
 
 
 def _failed(error: HistoryQueryError) -> errors.ApiError:
@@ -245,37 +266,30 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
             if token is None or count >= limit:
                 return found, token
 
-    def rows_request(
-        symbols: Symbols,
-        start: Text,
-        end: Text,
-        sort: Sort,
-        page_token: Text,
-        venue: Text,
-        timeframe: str | None = None,
-    ) -> RowsRequest:
-        common: dict[str, Any] = {
-            "symbols": symbols.names,
-            "venue": venue,
-            "start": start or _start_of_today(),
-            "end": end or None,
-            "sort": sort,
-            "page_token": page_token or None,
-        }
-        if timeframe is None:
-            return RowsRequest(**common)
-        return BarsRequest(**common, timeframe=timeframe)
-
     async def series(
         kind: Literal["trades", "quotes", "bars"],
         symbols: Symbols,
-        request: RowsRequest,
-        limit: int,
+        paging: Paging,
+        venue: Text,
+        timeframe: Text = None,
         *,
-        crypto: bool,
+        crypto: bool = False,
         single: bool,
     ) -> Response:
-        found, token = await page(kind, request, limit)
+        common: dict[str, Any] = {
+            "symbols": symbols.names,
+            "venue": venue,
+            "start": paging.start or _start_of_today(),
+            "end": paging.end or None,
+            "sort": paging.sort,
+            "page_token": paging.page_token or None,
+        }
+        request = (
+            BarsRequest(**common, timeframe=_timeframe(timeframe))
+            if kind == "bars"
+            else RowsRequest(**common)
+        )
+        found, token = await page(kind, request, paging.limit)
         shown = {s: [_item(kind, item, crypto) for item in items] for s, items in found.items()}
         if single:
             name = symbols.names[0]
@@ -311,154 +325,81 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
 
     @router.get("/v2/stocks/bars", summary="Bars of several stocks")
     async def stock_bars(
+        paging: Paged,
+        source: StockData,
         symbols: Text = None,
         timeframe: Text = None,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
-        feed: Text = None,
         adjustment: Text = None,
         asof: Text = None,
-        currency: Text = None,
-        venue: Text = None,
     ) -> Response:
-        venue = _stock_params(feed, adjustment, currency, venue)
-        wanted = Symbols(symbols)
-        request = rows_request(wanted, start, end, sort, page_token, venue, _timeframe(timeframe))
-        return await series("bars", wanted, request, limit, crypto=False, single=False)
+        venue = source.venue_to_read(adjustment)
+        return await series("bars", Symbols(symbols), paging, venue, timeframe, single=False)
 
     @router.get("/v2/stocks/quotes", summary="Quotes of several stocks")
     async def stock_quotes(
-        symbols: Text = None,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
-        feed: Text = None,
-        asof: Text = None,
-        currency: Text = None,
-        venue: Text = None,
+        paging: Paged, source: StockData, symbols: Text = None, asof: Text = None
     ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
-        wanted = Symbols(symbols)
-        request = rows_request(wanted, start, end, sort, page_token, venue)
-        return await series("quotes", wanted, request, limit, crypto=False, single=False)
+        venue = source.venue_to_read()
+        return await series("quotes", Symbols(symbols), paging, venue, single=False)
 
     @router.get("/v2/stocks/trades", summary="Trades of several stocks")
     async def stock_trades(
-        symbols: Text = None,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
-        feed: Text = None,
-        asof: Text = None,
-        currency: Text = None,
-        venue: Text = None,
+        paging: Paged, source: StockData, symbols: Text = None, asof: Text = None
     ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
-        wanted = Symbols(symbols)
-        request = rows_request(wanted, start, end, sort, page_token, venue)
-        return await series("trades", wanted, request, limit, crypto=False, single=False)
+        venue = source.venue_to_read()
+        return await series("trades", Symbols(symbols), paging, venue, single=False)
 
     @router.get("/v2/stocks/{kind}/latest", summary="Latest quote, trade or minute bar of stocks")
     async def stock_latest(
-        kind: Literal["quotes", "trades", "bars"],
-        symbols: Text = None,
-        feed: Text = None,
-        currency: Text = None,
-        venue: Text = None,
+        kind: Literal["quotes", "trades", "bars"], source: StockData, symbols: Text = None
     ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
+        venue = source.venue_to_read()
         return await latest(kind, Symbols(symbols), venue, crypto=False, single=False)
 
     @router.get("/v2/stocks/snapshots", summary="Snapshots of several stocks")
-    async def stock_snapshots(
-        symbols: Text = None, feed: Text = None, currency: Text = None, venue: Text = None
-    ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
+    async def stock_snapshots(source: StockData, symbols: Text = None) -> Response:
+        venue = source.venue_to_read()
         return _json(await snapshots(Symbols(symbols), venue, crypto=False))
 
     @router.get("/v2/stocks/{symbol}/bars", summary="Bars of one stock")
     async def stock_symbol_bars(
         symbol: str,
+        paging: Paged,
+        source: StockData,
         timeframe: Text = None,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
-        feed: Text = None,
         adjustment: Text = None,
         asof: Text = None,
-        currency: Text = None,
-        venue: Text = None,
     ) -> Response:
-        venue = _stock_params(feed, adjustment, currency, venue)
-        wanted = _one(symbol)
-        request = rows_request(wanted, start, end, sort, page_token, venue, _timeframe(timeframe))
-        return await series("bars", wanted, request, limit, crypto=False, single=True)
+        venue = source.venue_to_read(adjustment)
+        return await series("bars", _one(symbol), paging, venue, timeframe, single=True)
 
     @router.get("/v2/stocks/{symbol}/quotes", summary="Quotes of one stock")
     async def stock_symbol_quotes(
-        symbol: str,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
-        feed: Text = None,
-        asof: Text = None,
-        currency: Text = None,
-        venue: Text = None,
+        symbol: str, paging: Paged, source: StockData, asof: Text = None
     ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
-        wanted = _one(symbol)
-        request = rows_request(wanted, start, end, sort, page_token, venue)
-        return await series("quotes", wanted, request, limit, crypto=False, single=True)
+        venue = source.venue_to_read()
+        return await series("quotes", _one(symbol), paging, venue, single=True)
 
     @router.get("/v2/stocks/{symbol}/trades", summary="Trades of one stock")
     async def stock_symbol_trades(
-        symbol: str,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
-        feed: Text = None,
-        asof: Text = None,
-        currency: Text = None,
-        venue: Text = None,
+        symbol: str, paging: Paged, source: StockData, asof: Text = None
     ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
-        wanted = _one(symbol)
-        request = rows_request(wanted, start, end, sort, page_token, venue)
-        return await series("trades", wanted, request, limit, crypto=False, single=True)
+        venue = source.venue_to_read()
+        return await series("trades", _one(symbol), paging, venue, single=True)
 
     @router.get(
         "/v2/stocks/{symbol}/{kind}/latest", summary="Latest quote, trade or minute bar of a stock"
     )
     async def stock_symbol_latest(
-        symbol: str,
-        kind: Literal["quotes", "trades", "bars"],
-        feed: Text = None,
-        currency: Text = None,
-        venue: Text = None,
+        symbol: str, kind: Literal["quotes", "trades", "bars"], source: StockData
     ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
+        venue = source.venue_to_read()
         return await latest(kind, _one(symbol), venue, crypto=False, single=True)
 
     @router.get("/v2/stocks/{symbol}/snapshot", summary="Snapshot of one stock")
-    async def stock_symbol_snapshot(
-        symbol: str, feed: Text = None, currency: Text = None, venue: Text = None
-    ) -> Response:
-        venue = _stock_params(feed, None, currency, venue)
+    async def stock_symbol_snapshot(symbol: str, source: StockData) -> Response:
         wanted = _one(symbol)
-        found = await snapshots(wanted, venue, crypto=False)
+        found = await snapshots(wanted, source.venue_to_read(), crypto=False)
         spelt = wanted.spelt[wanted.names[0]]
         return _json({"symbol": spelt, **found[spelt]})
 
@@ -466,20 +407,11 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
 
     @router.get("/v1beta3/crypto/{loc}/bars", summary="Crypto bars")
     async def crypto_bars(
-        loc: str,
-        symbols: Text = None,
-        timeframe: Text = None,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
-        venue: Text = None,
+        loc: str, paging: Paged, symbols: Text = None, timeframe: Text = None, venue: Text = None
     ) -> Response:
         _crypto_location(loc)
         wanted = Symbols(symbols)
-        request = rows_request(wanted, start, end, sort, page_token, venue, _timeframe(timeframe))
-        return await series("bars", wanted, request, limit, crypto=True, single=False)
+        return await series("bars", wanted, paging, venue, timeframe, crypto=True, single=False)
 
     @router.get("/v1beta3/crypto/{loc}/snapshots", summary="Crypto snapshots")
     async def crypto_snapshots(loc: str, symbols: Text = None, venue: Text = None) -> Response:
@@ -490,18 +422,12 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
     async def crypto_rows(
         loc: str,
         kind: Literal["quotes", "trades"],
+        paging: Paged,
         symbols: Text = None,
-        start: Text = None,
-        end: Text = None,
-        limit: Limit = DEFAULT_LIMIT,
-        page_token: Text = None,
-        sort: Sort = "asc",
         venue: Text = None,
     ) -> Response:
         _crypto_location(loc)
-        wanted = Symbols(symbols)
-        request = rows_request(wanted, start, end, sort, page_token, venue)
-        return await series(kind, wanted, request, limit, crypto=True, single=False)
+        return await series(kind, Symbols(symbols), paging, venue, crypto=True, single=False)
 
     @router.get("/v1beta3/crypto/{loc}/latest/{kind}", summary="Latest crypto quotes, trades, bars")
     async def crypto_latest(
