@@ -59,6 +59,21 @@ log = logging.getLogger(__name__)
 
 MARKET_MAKER = "mm-1"  # the market makers' account
 
+# What a platform process can run, in the order it starts them. `bourse up` runs them all;
+# `bourse run NAME...` some of them, beside other processes on one NATS (docs/deployment.md).
+SERVICES: tuple[str, ...] = (
+    "accounts",  # validates orders, keeps the ledgers; answers ledger queries
+    "engine",  # matches
+    "risk",  # post-trade risk, the kill switch
+    "analytics",  # bars, VWAP, NBBO, arbitrage
+    "alerts",  # price alerts
+    "history",  # the tick and bar store, its queries
+    "session",  # the trading day's close (DAY orders expire)
+    "makers",  # market makers quoting on the bourse venue
+    "gateway",  # read model, REST and WebSocket APIs, dashboard; the demo account
+    "feed",  # the simulated market-data feed
+)
+
 
 @dataclass(frozen=True, kw_only=True)
 class PlatformConfig:
@@ -82,6 +97,13 @@ class PlatformConfig:
     alerts: bool = True  # the price alerts service (docs/alerts.md)
     # JetStream sampling and consumer lag warnings (docs/monitoring.md)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    # The services this process runs (SERVICES); the others run elsewhere, or not at all.
+    services: frozenset[str] = frozenset(SERVICES)
+
+    def runs(self, service: str) -> bool:
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}")
+        return service in self.services
 
 
 class Credentials(msgspec.Struct, kw_only=True):
@@ -129,51 +151,65 @@ class Platform:
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
     async def start(self) -> None:
-        refuse_if_running(self.config.home)
-        nats_url = self.config.nats_url
-        local_cluster = read_live_runtime(self.config.home, "cluster")
+        config = self.config
+        unknown = config.services - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}; accepted: {SERVICES}")
+        config.home.mkdir(parents=True, exist_ok=True)  # with --nats nothing else makes it
+        if config.runs("gateway"):
+            refuse_if_running(config.home)  # the gateway's process owns runtime.json
+        nats_url = config.nats_url
+        local_cluster = read_live_runtime(config.home, "cluster")
         if nats_url is None and local_cluster is not None:
             log.info("joining the local cluster started by `bourse cluster up`")
             nats_url = local_cluster.nats_url
         if nats_url is None:
             self.server = NatsServer(
-                store_dir=self.config.home / "nats",
-                port=self.config.nats_port,
-                log_path=self.config.home / "nats-server.log",
+                store_dir=config.home / "nats",
+                port=config.nats_port,
+                log_path=config.home / "nats-server.log",
             )
             await self.server.start()
             self.nats_url = self.server.url
         else:
             self.nats_url = nats_url
-        self.nc = await connect(self.nats_url, name="bourse-up")
-        replicas = self.config.replicas or (3 if clustered(self.nc) else 1)
+        self.nc = await connect(self.nats_url, name=f"bourse-{self._role()}")
+        replicas = config.replicas or (3 if clustered(self.nc) else 1)
         await provision_streams(self.nc.jetstream(), replicas=replicas)
         # The exchange: accounts validate and keep the ledger, the engine matches, risk
         # watches and halts. Each is a fold over the ORDERS journal that resumes from its
         # snapshot.
-        accounts, engine = accounts_service(self.nc), engine_service(self.nc)
-        risk = self.config.risk if self.config.risk is not None else default_config([MARKET_MAKER])
-        self.services = [accounts, engine, risk_service(self.nc, config=risk)]
+        accounts = accounts_service(self.nc) if config.runs("accounts") else None
+        if accounts is not None:
+            self.services.append(accounts)
+        if config.runs("engine"):
+            self.services.append(engine_service(self.nc))
+        if config.runs("risk"):
+            risk = config.risk if config.risk is not None else default_config([MARKET_MAKER])
+            self.services.append(risk_service(self.nc, config=risk))
         for service in self.services:
             await service.start()
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
-        self._queries = await serve_queries(self.nc, accounts)
-        if self.config.analytics is not None:
+        if accounts is not None:
+            self._queries = await serve_queries(self.nc, accounts)
+        if config.runs("analytics") and config.analytics is not None:
             # Bars, VWAP, NBBO and arbitrage from MARKET_DATA onto ANALYTICS; resumes from
             # its snapshot.
-            self.analytics = await AnalyticsService(self.nc, self.config.analytics).start()
+            self.analytics = await AnalyticsService(self.nc, config.analytics).start()
             self._tasks.append(asyncio.create_task(self.analytics.join(), name="analytics"))
-        if self.config.alerts:
+        if config.runs("alerts") and config.alerts:
             # Price alerts: the accounts' requests on ALERTS against the quotes on
             # MARKET_DATA; resumes from its snapshot without firing twice.
             self.alerts = await AlertsService(self.nc).start()
             self._tasks.append(asyncio.create_task(self.alerts.join(), name="alerts"))
-        # History: MARKET_DATA into the store, and its queries (history.query.*) for the
-        # gateway's market-data API; resumes after what it acknowledged.
-        store = await asyncio.to_thread(open_store, history_url(self.config), home=self.config.home)
-        self.history = await HistoryService(self.nc, store).start()
-        self.session = await SessionClock(self.nc).start()  # DAY orders expire at midnight UTC
-        if self.config.market_makers:
+        if config.runs("history"):
+            # History: MARKET_DATA into the store, and its queries (history.query.*) for the
+            # gateway's market-data API; resumes after what it acknowledged.
+            store = await asyncio.to_thread(open_store, history_url(config), home=config.home)
+            self.history = await HistoryService(self.nc, store).start()
+        if config.runs("session"):
+            self.session = await SessionClock(self.nc).start()  # DAY orders expire at midnight
+        if config.runs("makers") and config.market_makers:
             # Re-quote on a 5 bp move at most once a second per symbol: a realistic book
             # without journaling a dozen orders per tick of a fast simulated feed.
             self.makers = await MarketMakers(
@@ -184,7 +220,42 @@ class Platform:
                 ),
                 registry=OrderRegistry(self.nc, replicas=replicas),
             ).start()
-        # The gateway: read model, Alpaca-compatible REST API.
+        if config.runs("gateway"):
+            await self._start_gateway()
+        if config.runs("feed") and config.feed_rate > 0:
+            simulator = Simulator(DEFAULT_UNIVERSE, seed=config.seed)
+            self.feed = FeedRunner(self.nc, simulated_batches(simulator, rate=config.feed_rate))
+            if self.gateway is not None:
+                publisher = self.feed.publisher
+                self.gateway.ops.watch_publisher("feed", lambda: publisher.stats)
+            self._tasks.append(asyncio.create_task(self.feed.run(), name="feed"))
+        if self.gateway is not None and self.credentials is not None:
+            write_runtime(
+                Runtime(
+                    nats_url=self.nats_url,
+                    pid=os.getpid(),
+                    started_at=datetime.now(UTC).isoformat(),
+                    monitor_url=self.server.monitor_url if self.server else None,
+                    cluster=clustered(self.nc),
+                    http_url=self.gateway.url,
+                    account_id=self.credentials.account_id,
+                    api_key_id=self.credentials.key_id,
+                    api_secret_key=self.credentials.secret,
+                    admin_key_id=self.credentials.admin_key_id,
+                    admin_secret_key=self.credentials.admin_secret,
+                ),
+                config.home,
+            )
+
+    def _role(self) -> str:
+        """How this process names itself to NATS: `up` for every service, else the list."""
+        if self.config.services == frozenset(SERVICES):
+            return "up"
+        return "+".join(name for name in SERVICES if name in self.config.services)
+
+    async def _start_gateway(self) -> None:
+        """The gateway: read model, Alpaca-compatible REST API, dashboard; the demo keys."""
+        assert self.nc is not None
         self.gateway = Gateway(
             self.nc,
             GatewayConfig(
@@ -204,30 +275,6 @@ class Platform:
         await self.gateway.start()
         self._tasks.append(asyncio.create_task(self.gateway.join(), name="gateway"))
         self.credentials = await self._credentials()
-        if self.config.feed_rate > 0:
-            simulator = Simulator(DEFAULT_UNIVERSE, seed=self.config.seed)
-            self.feed = FeedRunner(
-                self.nc, simulated_batches(simulator, rate=self.config.feed_rate)
-            )
-            publisher = self.feed.publisher
-            self.gateway.ops.watch_publisher("feed", lambda: publisher.stats)
-            self._tasks.append(asyncio.create_task(self.feed.run(), name="feed"))
-        write_runtime(
-            Runtime(
-                nats_url=self.nats_url,
-                pid=os.getpid(),
-                started_at=datetime.now(UTC).isoformat(),
-                monitor_url=self.server.monitor_url if self.server else None,
-                cluster=clustered(self.nc),
-                http_url=self.gateway.url,
-                account_id=self.credentials.account_id,
-                api_key_id=self.credentials.key_id,
-                api_secret_key=self.credentials.secret,
-                admin_key_id=self.credentials.admin_key_id,
-                admin_secret_key=self.credentials.admin_secret,
-            ),
-            self.config.home,
-        )
 
     def _watch_readiness(self, gateway: Gateway) -> None:
         """/readyz (and the dashboard's health cards) also cover analytics and history."""

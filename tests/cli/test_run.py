@@ -1,0 +1,124 @@
+"""End to end: the platform split over processes with `bourse run`, on one real nats-server.
+
+One process runs the exchange's folds (accounts and engine), another the gateway (read
+model, REST API, the demo and admin keys): an order sent to the gateway is validated,
+matched and booked by the other process, and the gateway shows the result.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from bourse.bus.server import NatsServer
+from tests.cli.helpers import BOURSE, bourse, isolated_env, wait_for
+
+
+class Service:
+    """A `bourse run ...` process, its output in a file (a pipe nobody reads would fill)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out: IO[str] = log.open("w")
+        self.process = subprocess.Popen(
+            [BOURSE, "run", *args], env=env, stdout=self._out, stderr=subprocess.STDOUT
+        )
+
+    def wait_started(self) -> None:
+        wait_for(
+            lambda: "Bourse runs" in self.log.read_text() or self.process.poll() is not None,
+            f"{self.log.name} to start",
+        )
+        assert self.process.poll() is None, self.log.read_text()
+
+    def stop(self) -> int:
+        try:
+            self.process.send_signal(signal.SIGTERM)
+            return self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._out.close()
+
+
+@pytest.fixture
+def split(tmp_path: Path, nats_server: NatsServer) -> Iterator[tuple[dict[str, str], Service]]:
+    """`bourse run accounts engine` and `bourse run gateway`, in homes of their own; yields
+    the gateway's environment (for the trading commands) and the folds' process."""
+    folds = Service(
+        ["accounts", "engine", "--nats", nats_server.url],
+        isolated_env(tmp_path / "folds"),
+        tmp_path / "folds.log",
+    )
+    gateway_env = isolated_env(tmp_path / "gateway")
+    gateway = Service(["gateway", "--nats", nats_server.url], gateway_env, tmp_path / "gateway.log")
+    try:
+        folds.wait_started()
+        gateway.wait_started()
+        yield gateway_env, folds
+    finally:
+        assert gateway.stop() == 0, gateway.log.read_text()
+        if folds.process.poll() is None:
+            assert folds.stop() == 0, folds.log.read_text()
+
+
+def ok_json(*args: str, env: dict[str, str], key: dict[str, str] | None = None) -> Any:
+    auth = [] if key is None else ["--key-id", key["key_id"], "--secret", key["secret"]]
+    result = bourse(*args, *auth, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+async def test_an_order_through_one_process_is_matched_and_booked_by_another(
+    split: tuple[dict[str, str], Service],
+) -> None:
+    env, folds = split
+    runtime = json.loads((Path(env["BOURSE_HOME"]) / "runtime.json").read_text())
+    assert runtime["http_url"].startswith("http://127.0.0.1:")
+    assert not (Path(folds.log.parent) / "folds" / "runtime.json").exists()
+
+    seller = ok_json("accounts", "create", "--cash", "100000", "--shorting", env=env)
+    buyer = ok_json("accounts", "create", "--cash", "100000", env=env)
+    resting = ok_json(
+        "order", "sell", "MSFT", "3", "--limit", "420.00", "--json", env=env, key=seller
+    )
+    assert resting["status"] == "new"  # the engine, in the other process, accepted it
+    ok_json("order", "buy", "MSFT", "3", "--limit", "420.00", "--json", env=env, key=buyer)
+
+    def booked() -> bool:
+        held = ok_json("positions", "--json", env=env, key=buyer)
+        return [(p["symbol"], p["qty"]) for p in held] == [("MSFT", "3")]
+
+    wait_for(booked, "the buyer's position")
+    assert ok_json("account", "--json", env=env, key=buyer)["cash"] == "98740.00"
+    short = ok_json("positions", "--json", env=env, key=seller)
+    assert [(p["symbol"], p["qty"], p["side"]) for p in short] == [("MSFT", "-3", "short")]
+
+    # The folds' process stops as `bourse up` does: cleanly, exit 0.
+    assert folds.stop() == 0, folds.log.read_text()
+    assert "Stopped cleanly." in folds.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "accounts", "sorcery", "--nats", "nats://127.0.0.1:1"], "sorcery"),
+        (["run", "engine"], "bourse up"),
+        (["run", "engine", "--nats", "nats://127.0.0.1:1"], "cannot connect to NATS"),
+    ],
+)
+def test_bad_arguments_get_one_line_that_says_what_is_wrong(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
+    result = bourse(*args, env=isolated_env(tmp_path / "home"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bourse: error:")]
+    assert len(errors) == 1 and says in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
