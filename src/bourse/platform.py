@@ -33,6 +33,7 @@ from bourse.analytics.pipeline import AnalyticsConfig
 from bourse.analytics.service import AnalyticsService
 from bourse.bus.connection import connect
 from bourse.bus.fold import FoldService
+from bourse.bus.lease import Lease, LeaseHeld
 from bourse.bus.server import NatsServer
 from bourse.bus.streams import provision_streams
 from bourse.engine.service import engine_service
@@ -60,7 +61,8 @@ log = logging.getLogger(__name__)
 MARKET_MAKER = "mm-1"  # the market makers' account
 
 # What a platform process can run, in the order it starts them. `bourse up` runs them all;
-# `bourse run NAME...` some of them, beside other processes on one NATS (docs/deployment.md).
+# `bourse run NAME...` some of them, beside other processes on one NATS (README, Deployment).
+# Each but the gateway is a single writer: a process takes its lease (bus/lease.py) first.
 SERVICES: tuple[str, ...] = (
     "accounts",  # validates orders, keeps the ledgers; answers ledger queries
     "engine",  # matches
@@ -149,6 +151,8 @@ class Platform:
     alerts: AlertsService | None = None
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
+    _leases: list[Lease] = field(default_factory=list)
+    _keepers: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         config = self.config
@@ -176,6 +180,7 @@ class Platform:
         self.nc = await connect(self.nats_url, name=f"bourse-{self._role()}")
         replicas = config.replicas or (3 if clustered(self.nc) else 1)
         await provision_streams(self.nc.jetstream(), replicas=replicas)
+        await self._take_leases(replicas)
         # The exchange: accounts validate and keep the ledger, the engine matches, risk
         # watches and halts. Each is a fold over the ORDERS journal that resumes from its
         # snapshot.
@@ -246,6 +251,28 @@ class Platform:
                 ),
                 config.home,
             )
+
+    async def _take_leases(self, replicas: int) -> None:
+        """A lease per single-writer service of this process (every one but the gateway):
+        LeaseHeld, before anything starts, if one runs elsewhere on this NATS."""
+        assert self.nc is not None
+        try:
+            for name in SERVICES:
+                if name != "gateway" and self.config.runs(name):
+                    self._leases.append(await Lease.acquire(self.nc, name, replicas=replicas))
+        except LeaseHeld:
+            await self._release_leases()
+            raise
+        for lease in self._leases:
+            keeper = asyncio.create_task(lease.keep(), name=f"lease-{lease.name}")
+            self._keepers.append(keeper)
+            self._tasks.append(keeper)  # a lost lease ends wait() with LeaseLost
+
+    async def _release_leases(self) -> None:
+        for keeper in self._keepers:
+            keeper.cancel()
+        for lease in self._leases:
+            await lease.release()
 
     def _role(self) -> str:
         """How this process names itself to NATS: `up` for every service, else the list."""
@@ -387,6 +414,8 @@ class Platform:
         if self.analytics is not None:
             # Publishes what is due, writes a snapshot.
             await self._step("the analytics service", self.analytics.stop)
+        if self._leases:
+            await self._step("the services' leases", self._release_leases)
         # Failures were reported by wait(); here only the orderly end matters.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.nc is not None and not self.nc.is_closed:

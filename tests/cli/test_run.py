@@ -101,15 +101,31 @@ async def test_an_order_through_one_process_is_matched_and_booked_by_another(
     short = ok_json("positions", "--json", env=env, key=seller)
     assert [(p["symbol"], p["qty"], p["side"]) for p in short] == [("MSFT", "-3", "short")]
 
-    # The folds' process stops as `bourse up` does: cleanly, exit 0.
+    # Each single writer runs once: a second engine on this NATS is refused, before it starts.
+    url = runtime["nats_url"]
+    twice = bourse("run", "engine", "--nats", url, env=isolated_env(folds.log.parent / "again"))
+    assert twice.returncode == 2
+    errors = [line for line in twice.stderr.splitlines() if line.startswith("bourse: error:")]
+    assert len(errors) == 1, twice.stderr
+    assert f"engine already runs on this NATS (pid {folds.process.pid} on " in errors[0]
+
+    # The folds' process stops as `bourse up` does: cleanly, exit 0, its leases released.
     assert folds.stop() == 0, folds.log.read_text()
     assert "Stopped cleanly." in folds.log.read_text()
+    engine = Service(
+        ["engine", "--nats", url],
+        isolated_env(folds.log.parent / "again"),
+        folds.log.parent / "again.log",
+    )
+    engine.wait_started()
+    assert engine.stop() == 0, engine.log.read_text()
 
 
 @pytest.mark.parametrize(
     ("args", "says"),
     [
         (["run", "accounts", "sorcery", "--nats", "nats://127.0.0.1:1"], "sorcery"),
+        (["run", "all", "gateway", "--nats", "nats://127.0.0.1:1"], "'all' names every service"),
         (["run", "engine"], "bourse up"),
         (["run", "engine", "--nats", "nats://127.0.0.1:1"], "cannot connect to NATS"),
     ],

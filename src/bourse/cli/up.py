@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -172,13 +174,14 @@ def run(
     """Run some of the platform's services in this process, on a running NATS.
 
     For scale-out: each process runs the services named, the others run elsewhere on the same
-    NATS (--nats, $BOURSE_NATS_URL, or the running platform's). Run each of accounts, engine,
-    risk, analytics, alerts and session in one process only. Runs until Ctrl-C or SIGTERM.
+    NATS (--nats, $BOURSE_NATS_URL, or the running platform's). Every service but the gateway
+    runs once on a NATS: a second one is refused. Runs until Ctrl-C or SIGTERM.
     """
     from bourse.cli import logs
-    from bourse.cli.common import nats_url
     from bourse.platform import SERVICES
 
+    if "all" in services and len(services) > 1:
+        raise ConfigError("SERVICES", " ".join(services), "'all' names every service: alone")
     wanted = set(SERVICES) if services == ["all"] else set(services)
     unknown = sorted(wanted - set(SERVICES))
     if unknown or not wanted:
@@ -186,7 +189,7 @@ def run(
     logs.configure(log_format, service="bourse-run")
     config = _config(
         home=home,
-        nats_url=nats_url(nats),
+        nats_url=None,
         nats_port=0,
         replicas=replicas,
         feed_rate=rate,
@@ -200,6 +203,9 @@ def run(
         lag_threshold=lag_threshold,
         services=frozenset(wanted),
     )
+    # The options are checked first; then NATS: --nats, $BOURSE_NATS_URL, else the running
+    # platform's runtime file in --home (or $BOURSE_HOME).
+    config = dataclasses.replace(config, nats_url=nats or _running_nats(config.home))
     named = ", ".join(name for name in SERVICES if name in wanted)
 
     def banner(platform: Platform) -> str:
@@ -210,6 +216,21 @@ def run(
         return "\n".join(lines)
 
     _serve(config, banner, "Stopped cleanly.")
+
+
+def _running_nats(home: Path) -> str:
+    """$BOURSE_NATS_URL, else the NATS of the platform whose runtime file is in `home`, else
+    the default home's (or the local cluster's)."""
+    from bourse.cli.common import nats_url
+    from bourse.runtime import NATS_URL_ENV, read_live_runtime
+
+    if os.environ.get(NATS_URL_ENV):
+        return nats_url(None)
+    for kind in ("runtime", "cluster"):
+        found = read_live_runtime(home, kind)
+        if found is not None:
+            return found.nats_url
+    return nats_url(None)
 
 
 def _serve(config: PlatformConfig, banner: Callable[[Platform], str], farewell: str) -> None:

@@ -398,8 +398,9 @@ def marketdata_router(nc: NATS, authenticate: Authenticate, *, timeout: float = 
 
     @router.get("/v2/stocks/{symbol}/snapshot", summary="Snapshot of one stock")
     async def stock_symbol_snapshot(symbol: str, source: StockData) -> Response:
+        venue = source.venue_to_read()  # checked before the symbol, as it always was
         wanted = _one(symbol)
-        found = await snapshots(wanted, source.venue_to_read(), crypto=False)
+        found = await snapshots(wanted, venue, crypto=False)
         spelt = wanted.spelt[wanted.names[0]]
         return _json({"symbol": spelt, **found[spelt]})
 
