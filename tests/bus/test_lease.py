@@ -50,10 +50,10 @@ async def test_a_kept_lease_stays_held_past_its_ttl(nc: NATS) -> None:
     lease = await Lease.acquire(nc, "history", ttl=0.9)
     keeper = asyncio.create_task(lease.keep())
     kv = await nc.jetstream().key_value(BUCKET)
-    first = (await kv.get("history")).revision
+    first = (await kv.get("history")).revision or 0
 
     async def renewed_twice() -> bool:
-        return (await kv.get("history")).revision >= first + 2
+        return ((await kv.get("history")).revision or 0) >= first + 2
 
     await eventually(renewed_twice, timeout=15, message="the lease was not renewed")
     # Two renewals later, more than its ttl after it was taken, it is still held.
@@ -74,3 +74,36 @@ async def test_a_lease_taken_over_meanwhile_is_lost_at_the_next_renewal(nc: NATS
     with pytest.raises(LeaseHeld):
         await Lease.acquire(nc, "feed")
     await usurper.release()
+
+
+async def test_a_lease_that_expired_unheld_is_taken_again_at_the_next_renewal(nc: NATS) -> None:
+    lease = await Lease.acquire(nc, "makers")
+    kv = await nc.jetstream().key_value(BUCKET)
+    await kv.delete("makers")  # expired while this process was cut off; nobody took it
+    await lease.renew()
+    with pytest.raises(LeaseHeld):
+        await Lease.acquire(nc, "makers")
+    await lease.release()
+
+
+async def test_a_renewal_whose_answer_was_lost_is_recognised_as_its_own(nc: NATS) -> None:
+    lease = await Lease.acquire(nc, "alerts")
+    kv = await nc.jetstream().key_value(BUCKET)
+    entry = await kv.get("alerts")
+    assert entry.value is not None and entry.revision is not None
+    # The server stored a renewal whose answer never came back: the lease's revision is stale.
+    await kv.update("alerts", entry.value, last=entry.revision)
+    await lease.renew()
+    await lease.renew()  # and it goes on from the revision it found
+    await lease.release()
+    taken = await Lease.acquire(nc, "alerts")  # released: the key was its own
+    await taken.release()
+
+
+async def test_a_lease_survives_the_broker_losing_its_bucket(nc: NATS) -> None:
+    lease = await Lease.acquire(nc, "analytics")
+    await nc.jetstream().delete_key_value(BUCKET)  # as a restarted broker forgets memory
+    await lease.renew()
+    with pytest.raises(LeaseHeld):
+        await Lease.acquire(nc, "analytics")
+    await lease.release()

@@ -10,10 +10,12 @@ process takes a lease per service before starting it. The lease is a key of the
 `bourse_leases` bucket (memory storage, entries age out after `ttl`), created only if absent
 and renewed every `ttl / 3` with a compare-and-set on its revision. A process that dies stops
 renewing and its leases expire after `ttl`, so a restart after a crash may be refused for a
-few seconds (it says so). A renewal that finds the key changed (the lease expired while this
-process was frozen or cut off, and another took it) raises `LeaseLost`: the holder must stop.
-Like any lease, it bounds, and does not exclude, the time two holders may overlap (a process
-frozen past `ttl` still runs until its next renewal fails).
+few seconds (it says so). A renewal that finds the key changed or gone takes it again if
+nobody holds it (it expired while this process was cut off, the broker restarted and lost the
+memory bucket, or the answer to its own last renewal was lost) and raises `LeaseLost` if
+another process does: the holder must stop. Like any lease, it bounds, and does not exclude,
+the time two holders may overlap (a process frozen past `ttl` still runs until its next
+renewal fails).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoStreamResponseError,
 )
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
@@ -97,11 +100,24 @@ async def _bucket(nc: NATS, ttl: float, replicas: int) -> KeyValue:
 class Lease:
     """A held lease; see the module docstring."""
 
-    def __init__(self, kv: KeyValue, name: str, revision: int, holder: Holder, ttl: float):
+    def __init__(
+        self,
+        nc: NATS,
+        kv: KeyValue,
+        name: str,
+        revision: int,
+        holder: Holder,
+        *,
+        ttl: float,
+        replicas: int,
+    ) -> None:
+        self._nc = nc
+        self._replicas = replicas
         self._kv = kv
         self.name = name
         self.holder = holder
         self.ttl = ttl
+        self._value = msgspec.json.encode(holder)
         self._revision = revision
         self._released = False
 
@@ -115,16 +131,28 @@ class Lease:
         except KeyWrongLastSequenceError:
             raise LeaseHeld(name, await _holder(kv, name), ttl) from None
         log.debug("lease on %s taken (revision %d)", name, revision)
-        return cls(kv, name, revision, holder, ttl)
+        return cls(nc, kv, name, revision, holder, ttl=ttl, replicas=replicas)
 
     async def renew(self) -> None:
-        """Renew once; LeaseLost if the key is no longer this lease."""
+        """Renew once. If the key is not at this lease's last revision, or the bucket is gone
+        (a broker restart loses a memory bucket), take the key again if nobody holds it;
+        LeaseLost if somebody does."""
         try:
-            self._revision = await self._kv.update(
-                self.name, msgspec.json.encode(self.holder), last=self._revision
-            )
+            self._revision = await self._kv.update(self.name, self._value, last=self._revision)
+        except (KeyWrongLastSequenceError, NoStreamResponseError):
+            await self._reclaim()
+
+    async def _reclaim(self) -> None:
+        self._kv = await _bucket(self._nc, self.ttl, self._replicas)
+        try:
+            self._revision = await self._kv.create(self.name, self._value)
         except KeyWrongLastSequenceError:
-            raise LeaseLost(self.name) from None
+            entry = await _entry(self._kv, self.name)
+            if entry is None or entry.value != self._value or entry.revision is None:
+                raise LeaseLost(self.name) from None
+            self._revision = entry.revision  # our own renewal, whose answer was lost
+            return
+        log.warning("lease on %s: taken again (it had expired, or the broker lost it)", self.name)
 
     async def keep(self) -> None:
         """Renew every `ttl / 3` until released; raise LeaseLost when it is lost. A renewal
@@ -150,10 +178,16 @@ class Lease:
             log.info("lease on %s: not released (%s); it expires by itself", self.name, error)
 
 
-async def _holder(kv: KeyValue, name: str) -> Holder | None:
+async def _entry(kv: KeyValue, name: str) -> KeyValue.Entry | None:
     try:
-        entry = await kv.get(name)
+        return await kv.get(name)
     except (KeyNotFoundError, KeyDeletedError):
+        return None
+
+
+async def _holder(kv: KeyValue, name: str) -> Holder | None:
+    entry = await _entry(kv, name)
+    if entry is None:
         return None
     try:
         return msgspec.json.decode(entry.value or b"", type=Holder)
