@@ -42,6 +42,8 @@ from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.gateway.app import open_account
 from bourse.gateway.metrics import MonitorConfig
+from bourse.gateway.ops import Ops
+from bourse.gateway.opsserver import OpsServer
 from bourse.gateway.server import DEFAULT_PORT, Gateway, GatewayConfig
 from bourse.history.service import HistoryService
 from bourse.history.store import open_store
@@ -149,6 +151,7 @@ class Platform:
     history: HistoryService | None = None
     analytics: AnalyticsService | None = None
     alerts: AlertsService | None = None
+    ops_server: OpsServer | None = None  # without a gateway: /healthz, /readyz, /metrics
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _leases: list[Lease] = field(default_factory=list)
@@ -226,13 +229,21 @@ class Platform:
                 registry=OrderRegistry(self.nc, replicas=replicas),
             ).start()
         if config.runs("gateway"):
-            await self._start_gateway()
+            ops = await self._start_gateway()
+        else:
+            # No gateway here: the operations endpoints on their own, at --api-host/--api-port.
+            self.ops_server = OpsServer(
+                self.nc, host=config.api_host, port=config.api_port, monitor=config.monitor
+            )
+            ops = self.ops_server.ops
+            self._watch(ops)
+            await self.ops_server.start()
+            self._tasks.append(asyncio.create_task(self.ops_server.join(), name="ops"))
         if config.runs("feed") and config.feed_rate > 0:
             simulator = Simulator(DEFAULT_UNIVERSE, seed=config.seed)
             self.feed = FeedRunner(self.nc, simulated_batches(simulator, rate=config.feed_rate))
-            if self.gateway is not None:
-                publisher = self.feed.publisher
-                self.gateway.ops.watch_publisher("feed", lambda: publisher.stats)
+            publisher = self.feed.publisher
+            ops.watch_publisher("feed", lambda: publisher.stats)
             self._tasks.append(asyncio.create_task(self.feed.run(), name="feed"))
         if self.gateway is not None and self.credentials is not None:
             write_runtime(
@@ -280,7 +291,7 @@ class Platform:
             return "up"
         return "+".join(name for name in SERVICES if name in self.config.services)
 
-    async def _start_gateway(self) -> None:
+    async def _start_gateway(self) -> Ops:
         """The gateway: read model, Alpaca-compatible REST API, dashboard; the demo keys."""
         assert self.nc is not None
         self.gateway = Gateway(
@@ -293,18 +304,19 @@ class Platform:
             ),
             home=self.config.home,
         )
-        # /metrics and /readyz cover every service of this process.
-        for service in self.services:
-            self.gateway.ops.watch_fold(service)
-        if self.alerts is not None:
-            self.gateway.ops.watch_alerts(self.alerts)
-        self._watch_readiness(self.gateway)
+        self._watch(self.gateway.ops)
         await self.gateway.start()
         self._tasks.append(asyncio.create_task(self.gateway.join(), name="gateway"))
         self.credentials = await self._credentials()
+        return self.gateway.ops
 
-    def _watch_readiness(self, gateway: Gateway) -> None:
-        """/readyz (and the dashboard's health cards) also cover analytics and history."""
+    def _watch(self, ops: Ops) -> None:
+        """/metrics and /readyz (and the dashboard's health cards) cover every service of
+        this process."""
+        for service in self.services:
+            ops.watch_fold(service)
+        if self.alerts is not None:
+            ops.watch_alerts(self.alerts)
         tasks = {task.get_name(): task for task in self._tasks}
         analytics = tasks.get("analytics")
         if analytics is not None:
@@ -312,14 +324,14 @@ class Platform:
             async def analytics_running() -> str | None:
                 return "stopped" if analytics.done() else None
 
-            gateway.ops.add_check("analytics", analytics_running)
+            ops.add_check("analytics", analytics_running)
         history = self.history
         if history is not None:
 
             async def history_answering() -> str | None:
                 return None if history.answering else "not answering queries"
 
-            gateway.ops.add_check("history", history_answering)
+            ops.add_check("history", history_answering)
 
     async def _credentials(self) -> Credentials:
         """The demo account and admin key: those of an earlier run if the database still
@@ -388,6 +400,8 @@ class Platform:
             self.feed.stop()
         if self.gateway is not None:
             await self._step("the gateway", self.gateway.stop)  # finishes requests in flight
+        if self.ops_server is not None:
+            await self._step("the operations endpoints", self.ops_server.stop)
         if self.history is not None:
             history = self.history
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import pytest
 
 from bourse.bus.server import NatsServer
@@ -100,6 +101,21 @@ async def test_an_order_through_one_process_is_matched_and_booked_by_another(
     assert ok_json("account", "--json", env=env, key=buyer)["cash"] == "98740.00"
     short = ok_json("positions", "--json", env=env, key=seller)
     assert [(p["symbol"], p["qty"], p["side"]) for p in short] == [("MSFT", "-3", "short")]
+
+    # The folds' process, without a gateway, serves its own operations endpoints.
+    ops_url = next(
+        line.split()[1] for line in folds.log.read_text().splitlines() if "  ops  " in line
+    )
+    async with httpx.AsyncClient(base_url=ops_url, timeout=10) as ops:
+        assert (await ops.get("/healthz")).json() == {"status": "ok", "nats": True}
+        ready = await ops.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert {"nats", "streams", "accounts", "engine"} <= set(ready.json()["checks"])
+        metrics = (await ops.get("/metrics")).text
+        applied = [
+            line for line in metrics.splitlines() if line.startswith("bourse_fold_inputs_total{")
+        ]
+        assert any('service="engine"' in line for line in applied), applied
 
     # Each single writer runs once: a second engine on this NATS is refused, before it starts.
     url = runtime["nats_url"]

@@ -175,7 +175,8 @@ def run(
 
     For scale-out: each process runs the services named, the others run elsewhere on the same
     NATS (--nats, $BOURSE_NATS_URL, or the running platform's). Every service but the gateway
-    runs once on a NATS: a second one is refused. Runs until Ctrl-C or SIGTERM.
+    runs once on a NATS: a second one is refused. A process without the gateway serves
+    /healthz, /readyz and /metrics at --api-host/--api-port. Runs until Ctrl-C or SIGTERM.
     """
     from bourse.cli import logs
     from bourse.platform import SERVICES
@@ -213,6 +214,8 @@ def run(
         if platform.gateway is not None:
             lines.append(f"  API        {platform.gateway.url}   (docs: /docs)")
             lines.append(f"  runtime    {config.home / 'runtime.json'}")
+        if platform.ops_server is not None:
+            lines.append(f"  ops        {platform.ops_server.url}   (/healthz /readyz /metrics)")
         return "\n".join(lines)
 
     _serve(config, banner, "Stopped cleanly.")

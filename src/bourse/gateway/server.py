@@ -18,10 +18,12 @@ import socket
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
+from starlette.types import ASGIApp
 
 from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.migrations import migrate
@@ -67,6 +69,64 @@ class _Server(uvicorn.Server):
         yield  # the platform owns SIGINT/SIGTERM and stops the gateway itself
 
 
+@dataclass
+class HttpServer:
+    """A uvicorn server running in this event loop (`serve_http`)."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    url: str
+
+    async def join(self) -> None:
+        await self.task
+
+    async def stop(self) -> None:
+        """Finish the requests in flight (uvicorn's graceful shutdown), then return."""
+        self.server.should_exit = True
+        with contextlib.suppress(Exception):
+            await self.task
+
+
+async def serve_http(
+    app: ASGIApp, host: str, port: int, *, name: str, ws: Any = "auto"
+) -> HttpServer:
+    """Serve `app` with uvicorn in this event loop on `host:port` (0: a free port); return once
+    it listens. ConfigError if the port is taken."""
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    server = _Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", ws=ws, timeout_graceful_shutdown=5)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=name)
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise RuntimeError(f"the HTTP server of {name} stopped while starting")
+        await asyncio.sleep(0.01)  # uvicorn offers no start event to wait on
+    return HttpServer(server, task, f"http://{bound_host}:{bound_port}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections
+    # only for that protocol, and without it each response waits ~40 ms (Nagle against
+    # the client's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ConfigError(
+            "HTTP address",
+            f"{host}:{port}",
+            f"a free port ({error.strerror}; choose another with --api-port, 0 for any)",
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 class Gateway:
     def __init__(
         self,
@@ -92,8 +152,7 @@ class Gateway:
         self.market_data: MarketDataStream | None = None
         self.context: GatewayContext | None = None
         self._prices_sub: Subscription | None = None
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._http: HttpServer | None = None
         self.url = ""
 
     @property
@@ -171,24 +230,14 @@ class Gateway:
         ).start()
         self.ops.add_gauges(self.market_data.metric_families)
         app = BodyLimit(api, self.config.max_body)
-        sock = self._bind()
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}"
-        self._server = _Server(
-            uvicorn.Config(
-                app,
-                log_level="warning",
-                lifespan="off",
-                ws=self.market_data.upgrades("websockets-sansio"),  # type: ignore[arg-type]
-                timeout_graceful_shutdown=5,
-            )
+        self._http = await serve_http(
+            app,
+            self.config.host,
+            self.config.port,
+            name="gateway",
+            ws=self.market_data.upgrades("websockets-sansio"),
         )
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="gateway")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-                raise RuntimeError("the HTTP server stopped while starting")
-            await asyncio.sleep(0.01)  # uvicorn offers no start event to wait on
+        self.url = self._http.url
         log.info("gateway listening on %s", self.url)
         return self
 
@@ -197,36 +246,13 @@ class Gateway:
         if self.readmodel is not None:
             await self.readmodel.wait_caught_up(timeout, streams=(ORDERS.name,))
 
-    def _bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections
-        # only for that protocol, and without it each response waits ~40 ms (Nagle against
-        # the client's delayed ACK).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.config.host, self.config.port))
-        except OSError as error:
-            sock.close()
-            raise ConfigError(
-                "gateway address",
-                f"{self.config.host}:{self.config.port}",
-                f"a free port ({error.strerror}; choose another with --api-port, 0 for any)",
-            ) from None
-        sock.listen(2048)
-        sock.setblocking(False)
-        return sock
-
     async def join(self) -> None:
-        if self._task is not None:
-            await self._task
+        if self._http is not None:
+            await self._http.join()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
+        if self._http is not None:
+            await self._http.stop()
         if self.market_data is not None:
             await self.market_data.stop()
         if self.dashboard_relay is not None:
