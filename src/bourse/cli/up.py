@@ -39,10 +39,20 @@ Replicas = Annotated[
     int | None, typer.Option(help="Stream replicas (default 1, or 3 on a cluster).")
 ]
 ApiHost = Annotated[
-    str, typer.Option(help="Address the HTTP API listens on.", envvar="BOURSE_API_HOST")
+    str,
+    typer.Option(
+        help="Address the HTTP API listens on (with `run` and no gateway: the operations "
+        "endpoints).",
+        envvar="BOURSE_API_HOST",
+    ),
 ]
 ApiPort = Annotated[
-    int, typer.Option(help="HTTP API port (0 = a free one).", envvar="BOURSE_API_PORT")
+    int,
+    typer.Option(
+        help="HTTP API port, 0 = a free one (with `run` and no gateway: the operations "
+        "endpoints').",
+        envvar="BOURSE_API_PORT",
+    ),
 ]
 DatabaseUrl = Annotated[
     str | None,
