@@ -104,6 +104,11 @@ class PlatformConfig:
     # The services this process runs (SERVICES); the others run elsewhere, or not at all.
     services: frozenset[str] = frozenset(SERVICES)
 
+    def __post_init__(self) -> None:
+        unknown = self.services - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}; accepted: {SERVICES}")
+
     def runs(self, service: str) -> bool:
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}")
@@ -155,13 +160,9 @@ class Platform:
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _leases: list[Lease] = field(default_factory=list)
-    _keepers: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         config = self.config
-        unknown = config.services - set(SERVICES)
-        if unknown:
-            raise ValueError(f"unknown services {sorted(unknown)}; accepted: {SERVICES}")
         config.home.mkdir(parents=True, exist_ok=True)  # with --nats nothing else makes it
         if config.runs("gateway"):
             refuse_if_running(config.home)  # the gateway's process owns runtime.json
@@ -275,13 +276,10 @@ class Platform:
             await self._release_leases()
             raise
         for lease in self._leases:
-            keeper = asyncio.create_task(lease.keep(), name=f"lease-{lease.name}")
-            self._keepers.append(keeper)
-            self._tasks.append(keeper)  # a lost lease ends wait() with LeaseLost
+            # A lost lease ends wait() with LeaseLost; a released one ends its keep().
+            self._tasks.append(asyncio.create_task(lease.keep(), name=f"lease-{lease.name}"))
 
     async def _release_leases(self) -> None:
-        for keeper in self._keepers:
-            keeper.cancel()
         for lease in self._leases:
             await lease.release()
 

@@ -115,15 +115,17 @@ def remove_runtime(
         path.unlink(missing_ok=True)
 
 
-def resolve_nats_url(explicit: str | None) -> str:
-    """--nats, then $BOURSE_NATS_URL, then the running platform's, then the cluster's file."""
+def resolve_nats_url(explicit: str | None, base: Path | None = None) -> str:
+    """--nats, then $BOURSE_NATS_URL, then the running platform's, then the cluster's file:
+    in `base` first when given, then in the default home."""
     if explicit:
         return explicit
     if env := os.environ.get(NATS_URL_ENV):
         return env
     kinds: tuple[Kind, ...] = ("runtime", "cluster")
-    for kind in kinds:
-        runtime = read_live_runtime(kind=kind)
-        if runtime is not None:
-            return runtime.nats_url
-    raise NotRunningError(runtime_path())
+    for where in (base, None) if base is not None else (None,):
+        for kind in kinds:
+            runtime = read_live_runtime(where, kind)
+            if runtime is not None:
+                return runtime.nats_url
+    raise NotRunningError(runtime_path(base))

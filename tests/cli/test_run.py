@@ -77,7 +77,7 @@ def ok_json(*args: str, env: dict[str, str], key: dict[str, str] | None = None) 
     return json.loads(result.stdout)
 
 
-async def test_an_order_through_one_process_is_matched_and_booked_by_another(
+def test_an_order_through_one_process_is_matched_and_booked_by_another(
     split: tuple[dict[str, str], Service],
 ) -> None:
     env, folds = split
@@ -106,12 +106,12 @@ async def test_an_order_through_one_process_is_matched_and_booked_by_another(
     ops_url = next(
         line.split()[1] for line in folds.log.read_text().splitlines() if "  ops  " in line
     )
-    async with httpx.AsyncClient(base_url=ops_url, timeout=10) as ops:
-        assert (await ops.get("/healthz")).json() == {"status": "ok", "nats": True}
-        ready = await ops.get("/readyz")
+    with httpx.Client(base_url=ops_url, timeout=10) as ops:
+        assert ops.get("/healthz").json() == {"status": "ok", "nats": True}
+        ready = ops.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert {"nats", "streams", "accounts", "engine"} <= set(ready.json()["checks"])
-        metrics = (await ops.get("/metrics")).text
+        metrics = ops.get("/metrics").text
         applied = [
             line for line in metrics.splitlines() if line.startswith("bourse_fold_inputs_total{")
         ]

@@ -19,13 +19,12 @@ from collections.abc import Iterable
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from bourse.bus import pull
 from bourse.bus.publisher import MSG_ID_HEADER
 from bourse.bus.pull import Delivery, PullRequest, PullStatus
-from bourse.bus.streams import POSITIONS
+from bourse.bus.streams import POSITIONS, key_value
 from bourse.errors import BrokerError
 from bourse.model import positions, subjects
 
@@ -156,19 +155,16 @@ class OrderRegistry:
 
     async def _store(self) -> KeyValue:
         if self._kv is None:
-            try:
-                self._kv = await self._js.key_value(self.bucket)
-            except BucketNotFoundError:
-                log.info("creating the agents' order registry %s", self.bucket)
-                self._kv = await self._js.create_key_value(
-                    KeyValueConfig(
-                        bucket=self.bucket,
-                        description="agents: ids of orders that may rest, per account.symbol",
-                        history=1,
-                        storage=StorageType.FILE,
-                        replicas=self._replicas,
-                    )
-                )
+            self._kv = await key_value(
+                self._js,
+                KeyValueConfig(
+                    bucket=self.bucket,
+                    description="agents: ids of orders that may rest, per account.symbol",
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=self._replicas,
+                ),
+            )
         return self._kv
 
     async def load(self, account_id: str) -> dict[str, list[str]]:

@@ -21,6 +21,7 @@ renewal fails).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -30,16 +31,16 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import Error as JetStreamError
 from nats.js.errors import (
-    BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoStreamResponseError,
 )
-from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
+from bourse.bus.streams import key_value
 from bourse.errors import BourseError
 
 log = logging.getLogger(__name__)
@@ -81,20 +82,17 @@ class LeaseLost(BourseError):
 
 
 async def _bucket(nc: NATS, ttl: float, replicas: int) -> KeyValue:
-    js = nc.jetstream()
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=BUCKET,
-                description="bourse: which process runs each single-writer service",
-                history=1,
-                ttl=ttl,
-                storage=StorageType.MEMORY,
-                replicas=replicas,
-            )
-        )
+    return await key_value(
+        nc.jetstream(),
+        KeyValueConfig(
+            bucket=BUCKET,
+            description="bourse: which process runs each single-writer service",
+            history=1,
+            ttl=ttl,
+            storage=StorageType.MEMORY,
+            replicas=replicas,
+        ),
+    )
 
 
 class Lease:
@@ -119,7 +117,7 @@ class Lease:
         self.ttl = ttl
         self._value = msgspec.json.encode(holder)
         self._revision = revision
-        self._released = False
+        self._released = asyncio.Event()
 
     @classmethod
     async def acquire(cls, nc: NATS, name: str, *, ttl: float = TTL, replicas: int = 1) -> Lease:
@@ -155,12 +153,14 @@ class Lease:
         log.warning("lease on %s: taken again (it had expired, or the broker lost it)", self.name)
 
     async def keep(self) -> None:
-        """Renew every `ttl / 3` until released; raise LeaseLost when it is lost. A renewal
-        that cannot reach the broker is tried again at the next tick (the lease holds for
-        `ttl`)."""
-        while not self._released:
-            await asyncio.sleep(self.ttl / 3)
-            if self._released:
+        """Renew every `ttl / 3` until released (it returns then); raise LeaseLost when it is
+        lost. A renewal that cannot reach the broker is tried again at the next tick (the
+        lease holds for `ttl`)."""
+        while not self._released.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ttl / 3):
+                    await self._released.wait()
+            if self._released.is_set():
                 return
             try:
                 await self.renew()
@@ -169,9 +169,9 @@ class Lease:
 
     async def release(self) -> None:
         """Give the lease up (only if it is still this one)."""
-        if self._released:
+        if self._released.is_set():
             return
-        self._released = True
+        self._released.set()  # ends keep()
         try:
             await self._kv.delete(self.name, last=self._revision)
         except (NatsError, JetStreamError, TimeoutError) as error:

@@ -11,8 +11,16 @@ import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from bourse.errors import StreamConfigConflict
 from bourse.model import subjects
@@ -153,6 +161,15 @@ async def provision_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: 
         return info
     log.info("updating stream %s: %s", spec.name, ", ".join(changed))
     return await js.update_stream(wanted)
+
+
+async def key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """The KV bucket `config.bucket`, created with `config` if it does not exist yet."""
+    try:
+        return await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        log.info("creating the key-value bucket %s", config.bucket)
+        return await js.create_key_value(config)
 
 
 async def provision_streams(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
@@ -39,8 +40,8 @@ SymbolsOption = Annotated[
 ]
 
 
-def nats_url(explicit: str | None) -> str:
-    return resolve_nats_url(explicit)
+def nats_url(explicit: str | None, home: Path | None = None) -> str:
+    return resolve_nats_url(explicit, home)
 
 
 def parse_symbols(text: str | None) -> list[str] | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -189,6 +188,7 @@ def run(
     /healthz, /readyz and /metrics at --api-host/--api-port. Runs until Ctrl-C or SIGTERM.
     """
     from bourse.cli import logs
+    from bourse.cli.common import nats_url
     from bourse.platform import SERVICES
 
     if "all" in services and len(services) > 1:
@@ -216,7 +216,7 @@ def run(
     )
     # The options are checked first; then NATS: --nats, $BOURSE_NATS_URL, else the running
     # platform's runtime file in --home (or $BOURSE_HOME).
-    config = dataclasses.replace(config, nats_url=nats or _running_nats(config.home))
+    config = dataclasses.replace(config, nats_url=nats_url(nats, config.home))
     named = ", ".join(name for name in SERVICES if name in wanted)
 
     def banner(platform: Platform) -> str:
@@ -229,21 +229,6 @@ def run(
         return "\n".join(lines)
 
     _serve(config, banner, "Stopped cleanly.")
-
-
-def _running_nats(home: Path) -> str:
-    """$BOURSE_NATS_URL, else the NATS of the platform whose runtime file is in `home`, else
-    the default home's (or the local cluster's)."""
-    from bourse.cli.common import nats_url
-    from bourse.runtime import NATS_URL_ENV, read_live_runtime
-
-    if os.environ.get(NATS_URL_ENV):
-        return nats_url(None)
-    for kind in ("runtime", "cluster"):
-        found = read_live_runtime(home, kind)
-        if found is not None:
-            return found.nats_url
-    return nats_url(None)
 
 
 def _serve(config: PlatformConfig, banner: Callable[[Platform], str], farewell: str) -> None:
