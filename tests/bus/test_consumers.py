@@ -333,12 +333,20 @@ async def test_a_slow_push_consumer_holds_at_most_max_ack_pending(
     async with PushConsumer(nc, spec, handle, decode=decode) as consumer:
 
         async def held_back() -> bool:
+            # The server's word can overtake the last deliveries (they leave it by another
+            # queue), so wait for the client's side of the picture as well.
             info = await consumer_info(js, "slow")
-            return info.num_ack_pending == 5 and info.num_pending == 35
+            return (
+                info.num_ack_pending == 5
+                and info.num_pending == 35
+                and len(entered) + consumer.pending == 5
+            )
 
-        await eventually(held_back)
-        assert entered == [1] and consumer.pending == 4
-        release.set()
+        try:
+            await eventually(held_back)
+            assert entered == [1] and consumer.pending == 4
+        finally:
+            release.set()  # a failure must not leave the handler blocking the consumer's stop
         await eventually(lambda: consumer.stats.processed == 40)
     assert consumer.stats.delivered == 40 and consumer.stats.redelivered == 0  # nothing dropped
 
