@@ -18,9 +18,10 @@ from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import make_url
 
 from bourse.accounts.readmodel import (
@@ -835,26 +836,103 @@ def test_only_database_urls_it_can_serve_are_accepted() -> None:
             Database.open(url)
 
 
-def test_a_batch_finds_client_order_id_holders_through_the_index(tmp_path: Path) -> None:
-    # Every batch of new orders looks up who holds their client order ids. Written as a
-    # row-value IN, SQLite scanned the whole orders table for it on every batch: the read
-    # model slowed down with every order it had ever taken.
-    from bourse.accounts.readmodel.projection import _Statements
+def test_a_batch_reads_its_rows_through_the_indexes(tmp_path: Path) -> None:
+    # Every batch reads the orders, accounts and pending replaces it touches, and who holds
+    # its new orders' client order ids. Once written as a row-value IN, the last made SQLite
+    # scan the whole orders table on every batch: the read model slowed down with every
+    # order it had ever taken.
+    from bourse.accounts.readmodel.projection import _ORDER_CHANGES
+    from bourse.accounts.readmodel.sqlite_bulk import SqliteBulk, driver
 
+    indexes = {
+        "orders": "sqlite_autoindex_orders_1",
+        "accounts": "sqlite_autoindex_accounts_1",
+        "pending": "sqlite_autoindex_pending_replaces_1",
+        "holders": "ux_orders_client_order_key",
+    }
     with empty_database("sqlite", tmp_path) as db:
         migrate(db)
-        holders = _Statements(db.dialect).holders
-        sent: list[tuple[str, Any]] = []
-
-        def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-            sent.append((statement, parameters))
-
-        event.listen(db.engine, "before_cursor_execute", capture)
+        reads = SqliteBulk(_ORDER_CHANGES).reads()
+        assert reads.keys() == indexes.keys()
         with db.read() as conn:
-            found = conn.execute(holders, {"account_id": "alice", "ids": ["k1", "k2", "k3"]})
-            assert found.all() == []
-            ((statement, parameters),) = [s for s in sent if s[0].startswith("SELECT")]
-            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-    details = [row[-1] for row in plan]
-    assert any("USING INDEX ux_orders_client_order_key" in d for d in details), details
-    assert not any(d.startswith("SCAN orders") for d in details), details
+            for name, sql in reads.items():
+                parameters = ("alice",) * (sql.count("?") - 1) + ('["k1", "k2"]',)
+                plan = driver(conn).execute("EXPLAIN QUERY PLAN " + sql, parameters).fetchall()
+                details = [row[-1] for row in plan]
+                assert any(f"USING INDEX {indexes[name]}" in d for d in details), (name, details)
+                assert not any(d.startswith("SCAN") and "json_each" not in d for d in details)
+
+
+def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
+    # On SQLite a batch's rows travel to the database as one JSON document and come back as
+    # another: every value must survive both ways, and read the same through the queries.
+    from bourse.accounts.readmodel.projection import _ORDER_CHANGES
+    from bourse.accounts.readmodel.rows import Account, Position
+    from bourse.accounts.readmodel.schema import order_to_db, to_db
+    from bourse.accounts.readmodel.sqlite_bulk import SqliteBulk
+
+    odd = 'q"uo\\te \u00e9\u4e2d \U0001f600'
+    order = Order(
+        id="o-1",
+        client_order_id=odd,
+        account_id="alice",
+        symbol="AAPL",
+        asset_class="us_equity",
+        side="buy",
+        type="limit",
+        time_in_force="gtc",
+        qty=D("1E+2"),
+        filled_qty=D("0E-8"),
+        filled_notional=D("-0"),
+        filled_avg_price=None,
+        limit_price=D("0.00000001"),
+        stop_price=D("123456789012345678.123456789"),
+        status="new",
+        created_at=2**62,
+        updated_at=2**62 + 1,
+        submitted_at=1,
+        reject_reason=odd,
+        holds_client_order_id=True,
+    )
+    account = Account(
+        id="alice",
+        status="ACTIVE",
+        created_at=None,
+        updated_at=5,
+        trading_blocked=True,
+        blocked_reason=odd,
+        shorting_enabled=False,
+        cash=D("100760.000000000000000000001"),
+        realized_pnl=D("-1.5"),
+    )
+    position = Position(
+        account_id="alice",
+        symbol="AAPL",
+        qty=D("-3"),
+        avg_entry_price=D("190.10"),
+        cost_basis=D("-570.30"),
+        updated_at=7,
+    )
+    bulk = SqliteBulk(_ORDER_CHANGES)
+    with empty_database("sqlite", tmp_path) as db:
+        migrate(db)
+        with db.write() as conn:
+            bulk.upserts["orders"](conn, [order_to_db(order)])
+            bulk.upserts["accounts"](conn, [to_db(account)])
+            bulk.upserts["positions"](conn, [to_db(position)])
+        with db.read() as conn:
+            assert bulk.orders(conn, ["o-1", "nobody"]) == [order]
+            assert bulk.accounts(conn, ["alice"]) == [account]
+            assert bulk.holders(conn, "alice", [odd, "other"]) == [("o-1", odd)]
+            assert queries.get_order(conn, "alice", "o-1") == order
+            assert queries.get_order_by_client_id(conn, "alice", odd) == order
+            assert queries.get_account(conn, "alice") == account
+            assert queries.list_positions(conn, "alice") == [position]
+        # An upsert of an order sets only what an order's later events change.
+        later = msgspec.structs.replace(order, status="filled", symbol="MSFT", updated_at=9)
+        with db.write() as conn:
+            bulk.upserts["orders"](conn, [order_to_db(later)])
+        with db.read() as conn:
+            assert bulk.orders(conn, ["o-1"]) == [
+                msgspec.structs.replace(order, status="filled", updated_at=9)
+            ]

@@ -13,7 +13,9 @@ single writer.
 Within a batch the rows the projector reads are cached and its changes collected, then
 written with one statement per table, so a batch costs a few round trips, not a few per
 message. The statements a batch always runs are built once per projection: building and
-keying a SQLAlchemy statement costs more than running it for a small batch.
+keying a SQLAlchemy statement costs more than running it for a small batch. On SQLite they go
+to the driver as one call per table, rows as a JSON array (`sqlite_bulk`); on PostgreSQL
+through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from bourse.accounts.readmodel.projector import (
     ReplacesSettled,
 )
 from bourse.accounts.readmodel.rows import Account, Fill, Order, PendingReplace, Position
+from bourse.accounts.readmodel.sqlite_bulk import SqliteBulk
 from bourse.errors import BourseError
 from bourse.model import orders, positions
 from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
@@ -101,7 +104,10 @@ class ReadModelProjection:
             for change in self._projector.changes(message, sequence, batch):
                 batch.record(change)
         batch.flush()
-        conn.execute(statements.set_offset, {"of_stream": stream, "new_last_seq": last})
+        if statements.bulk is not None:
+            statements.bulk.set_offset(conn, stream, last)
+        else:
+            conn.execute(statements.set_offset, {"of_stream": stream, "new_last_seq": last})
         return len(fresh)
 
     def last_sequence(self, stream: str) -> int:
@@ -120,6 +126,8 @@ def _lock_offset(conn: Connection, statements: _Statements, stream: str) -> int:
         # POSITIONS both rewrite account rows, and must not overwrite each other's changes.
         # (On SQLite, BEGIN IMMEDIATE already serializes every write transaction.)
         conn.execute(statements.lock, {"key": _PG_LOCK_KEY})
+    if statements.bulk is not None:
+        return statements.bulk.offset(conn, stream)
     found = conn.execute(statements.offset, {"stream": stream}).scalar_one_or_none()
     if found is None:  # the stream's first batch (the lock above keeps this from racing)
         conn.execute(statements.add_offset, {"stream": stream, "last_seq": 0})
@@ -208,10 +216,50 @@ class _Statements:
         }
         self.upserts[orders_.name] = _upsert_statement(dialect, orders_, _ORDER_CHANGES)
         self.add_fills = _insert(dialect, schema.fills).on_conflict_do_nothing()
+        # On SQLite a batch's reads and writes go to the driver in one call per table.
+        self.bulk = SqliteBulk(_ORDER_CHANGES) if dialect == "sqlite" else None
 
     def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
+        if self.bulk is not None:
+            self.bulk.upserts[table.name](conn, rows)
+        elif rows:
             conn.execute(self.upserts[table.name], list(rows))
+
+    def add_fill_rows(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if self.bulk is not None:
+            self.bulk.add_fills(conn, rows)
+        elif rows:
+            conn.execute(self.add_fills, list(rows))
+
+    def read_orders(self, conn: Connection, ids: list[str]) -> Iterator[Order]:
+        if self.bulk is not None:
+            yield from self.bulk.orders(conn, ids)
+        else:
+            for row in conn.execute(self.orders, {"ids": ids}):
+                yield schema.order_from_db(row)
+
+    def read_accounts(self, conn: Connection, ids: list[str]) -> Iterator[Account]:
+        if self.bulk is not None:
+            yield from self.bulk.accounts(conn, ids)
+        else:
+            for row in conn.execute(self.accounts, {"ids": ids}):
+                yield schema.from_db(Account, row)
+
+    def read_pending(self, conn: Connection, ids: list[str]) -> Iterator[PendingReplace]:
+        if self.bulk is not None:
+            yield from self.bulk.pending(conn, ids)
+        else:
+            for row in conn.execute(self.pending, {"ids": ids}):
+                yield schema.from_db(PendingReplace, row)
+
+    def read_holders(
+        self, conn: Connection, account_id: str, keys: list[str]
+    ) -> Iterator[tuple[str, str]]:
+        if self.bulk is not None:
+            yield from self.bulk.holders(conn, account_id, keys)
+        else:
+            found = conn.execute(self.holders, {"account_id": account_id, "ids": keys})
+            yield from ((order_id, key) for order_id, key in found)
 
 
 class _Batch:
@@ -272,18 +320,15 @@ class _Batch:
         conn, statements = self._conn, self._statements
         for chunk in _chunks(order_ids - self._orders.keys()):
             self._orders.update(dict.fromkeys(chunk))
-            for row in conn.execute(statements.orders, {"ids": chunk}):
-                order = schema.order_from_db(row)
+            for order in statements.read_orders(conn, chunk):
                 self._orders[order.id] = order
         for chunk in _chunks(account_ids - self._accounts.keys()):
             self._accounts.update(dict.fromkeys(chunk))
-            for row in conn.execute(statements.accounts, {"ids": chunk}):
-                account = schema.from_db(Account, row)
+            for account in statements.read_accounts(conn, chunk):
                 self._accounts[account.id] = account
         for chunk in _chunks(pending_ids - self._pending.keys()):
             self._pending.update(dict.fromkeys(chunk))
-            for row in conn.execute(statements.pending, {"ids": chunk}):
-                replace = schema.from_db(PendingReplace, row)
+            for replace in statements.read_pending(conn, chunk):
                 self._pending[replace.new_order_id] = replace
         by_account: dict[str, set[str]] = {}
         for account_id, key in keys - self._holders.keys() - self._unheld:
@@ -291,8 +336,7 @@ class _Batch:
         for account_id, wanted in sorted(by_account.items()):
             for chunk in _chunks(wanted):
                 self._unheld.update((account_id, key) for key in chunk)
-                found = conn.execute(statements.holders, {"account_id": account_id, "ids": chunk})
-                for order_id, key in found:
+                for order_id, key in statements.read_holders(conn, account_id, chunk):
                     self._holders[(account_id, key)] = order_id
                     self._unheld.discard((account_id, key))
 
@@ -394,8 +438,7 @@ class _Batch:
             schema.orders,
             [schema.order_to_db(o) for o in _present(self._orders, self._dirty_orders)],
         )
-        if self._fills:
-            conn.execute(statements.add_fills, [schema.to_db(f) for f in self._fills])
+        statements.add_fill_rows(conn, [schema.to_db(f) for f in self._fills])
         positions = schema.positions
         for account_id, symbol in sorted(k for k, v in self._positions.items() if v is None):
             conn.execute(
