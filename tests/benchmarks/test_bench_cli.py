@@ -61,3 +61,14 @@ def test_engine_benchmark_compares_like_with_like() -> None:
         assert nautilus["target"] is None
         recomputed = figures["ours_orders_per_s"] / nautilus["orders_per_s"]
         assert abs(nautilus["ratio"] - recomputed) <= 0.01 * recomputed
+
+
+def test_ratios_are_reported_on_the_safe_side_of_their_targets() -> None:
+    # `met` is decided on the printed figure: a ratio of 0.4996 must not print as 0.5 and
+    # read "NOT met" (seen in CI), nor print as 0.5 and count as met.
+    from benchmarks import at_least, at_most
+
+    assert at_least(0.4996) == 0.499 and at_least(0.4996) < 0.5
+    assert at_least(0.5) == 0.5 and at_least(0.29) == 0.29 and at_least(0.07049, 4) == 0.0704
+    assert at_most(8.301) == 8.31 and at_most(8.3) == 8.3 and at_most(30.0) == 30.0
+    assert at_most(30.0001) > 30.0
