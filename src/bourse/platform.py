@@ -38,6 +38,7 @@ from bourse.bus.server import NatsServer
 from bourse.bus.streams import provision_streams
 from bourse.engine.service import engine_service
 from bourse.engine.session import SessionClock
+from bourse.errors import ConfigError
 from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.gateway.app import open_account
@@ -106,13 +107,21 @@ class PlatformConfig:
 
     def __post_init__(self) -> None:
         unknown = self.services - set(SERVICES)
-        if unknown:
-            raise ValueError(f"unknown services {sorted(unknown)}; accepted: {SERVICES}")
+        if unknown or not self.services:
+            raise ConfigError("services", " ".join(sorted(unknown)), ", ".join(SERVICES))
 
     def runs(self, service: str) -> bool:
+        """Whether this process starts `service`: named in `services`, and not switched off
+        (no feed at rate 0, no market makers, analytics or alerts when disabled)."""
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}")
-        return service in self.services
+        switched_on = {
+            "feed": self.feed_rate > 0,
+            "makers": self.market_makers,
+            "analytics": self.analytics is not None,
+            "alerts": self.alerts,
+        }
+        return service in self.services and switched_on.get(service, True)
 
 
 class Credentials(msgspec.Struct, kw_only=True):
@@ -201,12 +210,12 @@ class Platform:
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
         if accounts is not None:
             self._queries = await serve_queries(self.nc, accounts)
-        if config.runs("analytics") and config.analytics is not None:
+        if config.runs("analytics"):
             # Bars, VWAP, NBBO and arbitrage from MARKET_DATA onto ANALYTICS; resumes from
             # its snapshot.
             self.analytics = await AnalyticsService(self.nc, config.analytics).start()
             self._tasks.append(asyncio.create_task(self.analytics.join(), name="analytics"))
-        if config.runs("alerts") and config.alerts:
+        if config.runs("alerts"):
             # Price alerts: the accounts' requests on ALERTS against the quotes on
             # MARKET_DATA; resumes from its snapshot without firing twice.
             self.alerts = await AlertsService(self.nc).start()
@@ -218,7 +227,7 @@ class Platform:
             self.history = await HistoryService(self.nc, store).start()
         if config.runs("session"):
             self.session = await SessionClock(self.nc).start()  # DAY orders expire at midnight
-        if config.runs("makers") and config.market_makers:
+        if config.runs("makers"):
             # Re-quote on a 5 bp move at most once a second per symbol: a realistic book
             # without journaling a dozen orders per tick of a fast simulated feed.
             self.makers = await MarketMakers(
@@ -240,7 +249,7 @@ class Platform:
             self._watch(ops)
             await self.ops_server.start()
             self._tasks.append(asyncio.create_task(self.ops_server.join(), name="ops"))
-        if config.runs("feed") and config.feed_rate > 0:
+        if config.runs("feed"):
             simulator = Simulator(DEFAULT_UNIVERSE, seed=config.seed)
             self.feed = FeedRunner(self.nc, simulated_batches(simulator, rate=config.feed_rate))
             publisher = self.feed.publisher

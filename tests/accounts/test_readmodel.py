@@ -866,6 +866,7 @@ def test_a_batch_reads_its_rows_through_the_indexes(tmp_path: Path) -> None:
 def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
     # On SQLite a batch's rows travel to the database as one JSON document and come back as
     # another: every value must survive both ways, and read the same through the queries.
+    from bourse.accounts.readmodel import schema
     from bourse.accounts.readmodel.projection import _ORDER_CHANGES
     from bourse.accounts.readmodel.rows import Account, Position
     from bourse.accounts.readmodel.schema import order_to_db, to_db
@@ -917,9 +918,9 @@ def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
     with empty_database("sqlite", tmp_path) as db:
         migrate(db)
         with db.write() as conn:
-            bulk.upserts["orders"](conn, [order_to_db(order)])
-            bulk.upserts["accounts"](conn, [to_db(account)])
-            bulk.upserts["positions"](conn, [to_db(position)])
+            bulk.upsert(conn, schema.orders, [order_to_db(order)])
+            bulk.upsert(conn, schema.accounts, [to_db(account)])
+            bulk.upsert(conn, schema.positions, [to_db(position)])
         with db.read() as conn:
             assert bulk.orders(conn, ["o-1", "nobody"]) == [order]
             assert bulk.accounts(conn, ["alice"]) == [account]
@@ -931,7 +932,7 @@ def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
         # An upsert of an order sets only what an order's later events change.
         later = msgspec.structs.replace(order, status="filled", symbol="MSFT", updated_at=9)
         with db.write() as conn:
-            bulk.upserts["orders"](conn, [order_to_db(later)])
+            bulk.upsert(conn, schema.orders, [order_to_db(later)])
         with db.read() as conn:
             assert bulk.orders(conn, ["o-1"]) == [
                 msgspec.structs.replace(order, status="filled", updated_at=9)

@@ -154,3 +154,28 @@ def test_bad_arguments_get_one_line_that_says_what_is_wrong(
     errors = [line for line in result.stderr.splitlines() if line.startswith("bourse: error:")]
     assert len(errors) == 1 and says in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_service_switched_off_is_not_run_so_its_lease_stays_free(tmp_path: Path) -> None:
+    # What a process runs is what it takes leases for: `bourse up --rate 0` must not hold
+    # the feed's lease against a `bourse run feed` elsewhere.
+    from bourse.errors import ConfigError
+    from bourse.platform import SERVICES, PlatformConfig
+
+    everything = PlatformConfig(home=tmp_path)
+    assert all(everything.runs(name) for name in SERVICES)
+    quiet = PlatformConfig(
+        home=tmp_path, feed_rate=0, market_makers=False, analytics=None, alerts=False
+    )
+    assert [name for name in SERVICES if not quiet.runs(name)] == [
+        "analytics",
+        "alerts",
+        "makers",
+        "feed",
+    ]
+    only_engine = PlatformConfig(home=tmp_path, services=frozenset({"engine"}))
+    assert [name for name in SERVICES if only_engine.runs(name)] == ["engine"]
+    with pytest.raises(ConfigError, match="sorcery"):
+        PlatformConfig(home=tmp_path, services=frozenset({"engine", "sorcery"}))
+    with pytest.raises(ConfigError):
+        PlatformConfig(home=tmp_path, services=frozenset())

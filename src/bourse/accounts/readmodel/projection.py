@@ -21,7 +21,7 @@ through SQLAlchemy.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     BindParameter,
@@ -33,7 +33,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from bourse.accounts.readmodel import schema
 from bourse.accounts.readmodel.database import Database
@@ -73,7 +73,11 @@ class ReadModelProjection:
     def __init__(self, db: Database, instruments: Iterable[Instrument] = DEFAULT_UNIVERSE) -> None:
         self._db = db
         self._projector = Projector({i.symbol: str(i.asset_class) for i in instruments})
-        self._statements = _Statements(db.dialect)
+        # On SQLite a batch goes to the driver in one call per table (sqlite_bulk); on
+        # PostgreSQL through SQLAlchemy.
+        self._statements: Statements = (
+            SqliteBulk(_ORDER_CHANGES) if db.dialect == "sqlite" else _SqlAlchemyStatements()
+        )
 
     def apply(self, stream: str, messages: Iterable[tuple[int, ReadModelEvent]]) -> int:
         """Apply `(stream sequence, message)` pairs in one transaction; return how many were
@@ -86,7 +90,7 @@ class ReadModelProjection:
     ) -> int:
         """`apply` inside the caller's write transaction."""
         statements = self._statements
-        applied_before = _lock_offset(conn, statements, stream)
+        applied_before = statements.offset(conn, stream)
         fresh: list[tuple[int, ReadModelEvent]] = []
         last = applied_before
         for sequence, message in messages:
@@ -104,10 +108,7 @@ class ReadModelProjection:
             for change in self._projector.changes(message, sequence, batch):
                 batch.record(change)
         batch.flush()
-        if statements.bulk is not None:
-            statements.bulk.set_offset(conn, stream, last)
-        else:
-            conn.execute(statements.set_offset, {"of_stream": stream, "new_last_seq": last})
+        statements.set_offset(conn, stream, last)
         return len(fresh)
 
     def last_sequence(self, stream: str) -> int:
@@ -117,28 +118,6 @@ class ReadModelProjection:
                 select(schema.offsets.c.last_seq).where(schema.offsets.c.stream == stream)
             ).scalar_one_or_none()
         return int(found or 0)
-
-
-def _lock_offset(conn: Connection, statements: _Statements, stream: str) -> int:
-    """Take the projection's write lock; return the stream's high-water mark."""
-    if statements.lock is not None:
-        # One projection transaction at a time, whichever stream: batches of ORDERS and
-        # POSITIONS both rewrite account rows, and must not overwrite each other's changes.
-        # (On SQLite, BEGIN IMMEDIATE already serializes every write transaction.)
-        conn.execute(statements.lock, {"key": _PG_LOCK_KEY})
-    if statements.bulk is not None:
-        return statements.bulk.offset(conn, stream)
-    found = conn.execute(statements.offset, {"stream": stream}).scalar_one_or_none()
-    if found is None:  # the stream's first batch (the lock above keeps this from racing)
-        conn.execute(statements.add_offset, {"stream": stream, "last_seq": 0})
-        return 0
-    return int(found)
-
-
-def _insert(dialect: str, table: Table) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 # What an order's later events change; the rest is fixed when the row is made (a replace
@@ -164,12 +143,10 @@ _ORDER_CHANGES = frozenset(
 )
 
 
-def _upsert_statement(
-    dialect: str, table: Table, changes: frozenset[str] | None = None
-) -> Executable:
+def _upsert_statement(table: Table, changes: frozenset[str] | None = None) -> Executable:
     """Insert rows of `table`, or overwrite the `changes` columns (default: every column) of
     the rows already there."""
-    statement = _insert(dialect, table)
+    statement = postgresql.insert(table)
     keys = [column.name for column in table.primary_key.columns]
     upsert: Executable = statement.on_conflict_do_update(
         index_elements=keys,
@@ -187,85 +164,111 @@ def _ids() -> BindParameter[Any]:
     return bindparam("ids", expanding=True)
 
 
-class _Statements:
-    """What every batch runs, built once for the database's dialect."""
+class Statements(Protocol):
+    """What a batch runs against the database, inside the caller's write transaction."""
 
-    def __init__(self, dialect: str) -> None:
+    def offset(self, conn: Connection, stream: str) -> int:
+        """Take the projection's write lock; return the stream's high-water mark (its row
+        made, at 0, before its first batch)."""
+        ...
+
+    def set_offset(self, conn: Connection, stream: str, last: int) -> None: ...
+
+    def orders(self, conn: Connection, ids: Sequence[str]) -> Iterable[Order]: ...
+
+    def accounts(self, conn: Connection, ids: Sequence[str]) -> Iterable[Account]: ...
+
+    def pending(self, conn: Connection, ids: Sequence[str]) -> Iterable[PendingReplace]: ...
+
+    def holders(
+        self, conn: Connection, account_id: str, keys: Sequence[str]
+    ) -> Iterable[tuple[str, str]]:
+        """(order id, client order id) of the account's orders holding these keys."""
+        ...
+
+    def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert the rows of `table`, or update those already there."""
+        ...
+
+    def add_fills(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert fills; one already there is left as it is."""
+        ...
+
+
+class _SqlAlchemyStatements:
+    """`Statements` through SQLAlchemy, built once (PostgreSQL)."""
+
+    def __init__(self) -> None:
         offsets, orders_, accounts = schema.offsets, schema.orders, schema.accounts
         pending = schema.pending_replaces
-        self.lock = text("SELECT pg_advisory_xact_lock(:key)") if dialect == "postgresql" else None
-        self.add_offset = _insert(dialect, offsets).on_conflict_do_nothing()
-        self.offset = select(offsets.c.last_seq).where(offsets.c.stream == bindparam("stream"))
-        self.set_offset = (
+        self._lock = text("SELECT pg_advisory_xact_lock(:key)")
+        self._add_offset = postgresql.insert(offsets).on_conflict_do_nothing()
+        self._offset = select(offsets.c.last_seq).where(offsets.c.stream == bindparam("stream"))
+        self._set_offset = (
             offsets.update()
             .where(offsets.c.stream == bindparam("of_stream"))
             .values(last_seq=bindparam("new_last_seq"))
         )
-        self.orders = select(orders_).where(orders_.c.id.in_(_ids()))
-        self.accounts = select(accounts).where(accounts.c.id.in_(_ids()))
-        self.pending = select(pending).where(pending.c.new_order_id.in_(_ids()))
+        self._orders = select(orders_).where(orders_.c.id.in_(_ids()))
+        self._accounts = select(accounts).where(accounts.c.id.in_(_ids()))
+        self._pending = select(pending).where(pending.c.new_order_id.in_(_ids()))
         # Per account: `account_id = ? AND client_order_key IN (...)` searches the unique
-        # index; a row-value `(account_id, client_order_key) IN (...)` made SQLite scan the
-        # whole table on every batch (a cost that grew with every order ever taken).
-        self.holders = select(orders_.c.id, orders_.c.client_order_key).where(
+        # index (a row-value `(account_id, client_order_key) IN (...)` made SQLite scan the
+        # whole table on every batch).
+        self._holders = select(orders_.c.id, orders_.c.client_order_key).where(
             orders_.c.account_id == bindparam("account_id"), orders_.c.client_order_key.in_(_ids())
         )
-        self.upserts = {
-            table.name: _upsert_statement(dialect, table)
-            for table in (accounts, pending, schema.positions)
+        self._upserts = {
+            table.name: _upsert_statement(table) for table in (accounts, pending, schema.positions)
         }
-        self.upserts[orders_.name] = _upsert_statement(dialect, orders_, _ORDER_CHANGES)
-        self.add_fills = _insert(dialect, schema.fills).on_conflict_do_nothing()
-        # On SQLite a batch's reads and writes go to the driver in one call per table.
-        self.bulk = SqliteBulk(_ORDER_CHANGES) if dialect == "sqlite" else None
+        self._upserts[orders_.name] = _upsert_statement(orders_, _ORDER_CHANGES)
+        self._add_fills = postgresql.insert(schema.fills).on_conflict_do_nothing()
+
+    def offset(self, conn: Connection, stream: str) -> int:
+        # One projection transaction at a time, whichever stream: batches of ORDERS and
+        # POSITIONS both rewrite account rows, and must not overwrite each other's changes.
+        # (On SQLite, BEGIN IMMEDIATE serializes every write transaction.)
+        conn.execute(self._lock, {"key": _PG_LOCK_KEY})
+        found = conn.execute(self._offset, {"stream": stream}).scalar_one_or_none()
+        if found is None:  # the stream's first batch (the lock above keeps this from racing)
+            conn.execute(self._add_offset, {"stream": stream, "last_seq": 0})
+            return 0
+        return int(found)
+
+    def set_offset(self, conn: Connection, stream: str, last: int) -> None:
+        conn.execute(self._set_offset, {"of_stream": stream, "new_last_seq": last})
+
+    def orders(self, conn: Connection, ids: Sequence[str]) -> Iterator[Order]:
+        for row in conn.execute(self._orders, {"ids": ids}):
+            yield schema.order_from_db(row)
+
+    def accounts(self, conn: Connection, ids: Sequence[str]) -> Iterator[Account]:
+        for row in conn.execute(self._accounts, {"ids": ids}):
+            yield schema.from_db(Account, row)
+
+    def pending(self, conn: Connection, ids: Sequence[str]) -> Iterator[PendingReplace]:
+        for row in conn.execute(self._pending, {"ids": ids}):
+            yield schema.from_db(PendingReplace, row)
+
+    def holders(
+        self, conn: Connection, account_id: str, keys: Sequence[str]
+    ) -> Iterator[tuple[str, str]]:
+        found = conn.execute(self._holders, {"account_id": account_id, "ids": keys})
+        yield from ((order_id, key) for order_id, key in found)
 
     def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        if self.bulk is not None:
-            self.bulk.upserts[table.name](conn, rows)
-        elif rows:
-            conn.execute(self.upserts[table.name], list(rows))
+        if rows:
+            conn.execute(self._upserts[table.name], list(rows))
 
-    def add_fill_rows(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        if self.bulk is not None:
-            self.bulk.add_fills(conn, rows)
-        elif rows:
-            conn.execute(self.add_fills, list(rows))
-
-    def read_orders(self, conn: Connection, ids: list[str]) -> Iterator[Order]:
-        if self.bulk is not None:
-            yield from self.bulk.orders(conn, ids)
-        else:
-            for row in conn.execute(self.orders, {"ids": ids}):
-                yield schema.order_from_db(row)
-
-    def read_accounts(self, conn: Connection, ids: list[str]) -> Iterator[Account]:
-        if self.bulk is not None:
-            yield from self.bulk.accounts(conn, ids)
-        else:
-            for row in conn.execute(self.accounts, {"ids": ids}):
-                yield schema.from_db(Account, row)
-
-    def read_pending(self, conn: Connection, ids: list[str]) -> Iterator[PendingReplace]:
-        if self.bulk is not None:
-            yield from self.bulk.pending(conn, ids)
-        else:
-            for row in conn.execute(self.pending, {"ids": ids}):
-                yield schema.from_db(PendingReplace, row)
-
-    def read_holders(
-        self, conn: Connection, account_id: str, keys: list[str]
-    ) -> Iterator[tuple[str, str]]:
-        if self.bulk is not None:
-            yield from self.bulk.holders(conn, account_id, keys)
-        else:
-            found = conn.execute(self.holders, {"account_id": account_id, "ids": keys})
-            yield from ((order_id, key) for order_id, key in found)
+    def add_fills(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(self._add_fills, list(rows))
 
 
 class _Batch:
     """The projector's view of the rows during one batch, and the changes to write."""
 
-    def __init__(self, conn: Connection, statements: _Statements) -> None:
+    def __init__(self, conn: Connection, statements: Statements) -> None:
         self._conn = conn
         self._statements = statements
         self._accounts: dict[str, Account | None] = {}
@@ -320,15 +323,15 @@ class _Batch:
         conn, statements = self._conn, self._statements
         for chunk in _chunks(order_ids - self._orders.keys()):
             self._orders.update(dict.fromkeys(chunk))
-            for order in statements.read_orders(conn, chunk):
+            for order in statements.orders(conn, chunk):
                 self._orders[order.id] = order
         for chunk in _chunks(account_ids - self._accounts.keys()):
             self._accounts.update(dict.fromkeys(chunk))
-            for account in statements.read_accounts(conn, chunk):
+            for account in statements.accounts(conn, chunk):
                 self._accounts[account.id] = account
         for chunk in _chunks(pending_ids - self._pending.keys()):
             self._pending.update(dict.fromkeys(chunk))
-            for replace in statements.read_pending(conn, chunk):
+            for replace in statements.pending(conn, chunk):
                 self._pending[replace.new_order_id] = replace
         by_account: dict[str, set[str]] = {}
         for account_id, key in keys - self._holders.keys() - self._unheld:
@@ -336,7 +339,7 @@ class _Batch:
         for account_id, wanted in sorted(by_account.items()):
             for chunk in _chunks(wanted):
                 self._unheld.update((account_id, key) for key in chunk)
-                for order_id, key in statements.read_holders(conn, account_id, chunk):
+                for order_id, key in statements.holders(conn, account_id, chunk):
                     self._holders[(account_id, key)] = order_id
                     self._unheld.discard((account_id, key))
 
@@ -438,7 +441,7 @@ class _Batch:
             schema.orders,
             [schema.order_to_db(o) for o in _present(self._orders, self._dirty_orders)],
         )
-        statements.add_fill_rows(conn, [schema.to_db(f) for f in self._fills])
+        statements.add_fills(conn, [schema.to_db(f) for f in self._fills])
         positions = schema.positions
         for account_id, symbol in sorted(k for k, v in self._positions.items() if v is None):
             conn.execute(

@@ -2,8 +2,8 @@
 
 SQLAlchemy's `executemany` hands SQLite one row at a time, and Python's sqlite3 module lets
 go of the GIL around every row it steps: beside a busy event loop (the gateway's, in the same
-process) each row then waits to get the GIL back, and a batch's writes cost three to four
-times their CPU alone (docs/benchmarks.md, "orders"). Here a batch's rows of a table travel
+process) each row then waits to get the GIL back, and a batch costs two and a half times
+its CPU alone (docs/benchmarks.md, "orders"). Here a batch's rows of a table travel
 as one JSON array, which SQLite unpacks with `json_each` in a single statement; the rows a
 batch reads come back as one JSON array too (`json_group_array`), decoded by msgspec straight
 into the row types. Same tables, same values (a Decimal is its string, as `ExactDecimal`
@@ -106,11 +106,11 @@ class SqliteBulk:
             "SELECT json_group_array(json_array(id, client_order_key)) FROM orders "
             "WHERE account_id = ? AND client_order_key IN (SELECT value FROM json_each(?))"
         )
-        self.upserts = {
+        self._upserts = {
             table.name: _upsert(table)
             for table in (schema.accounts, schema.pending_replaces, schema.positions)
         }
-        self.upserts[schema.orders.name] = _upsert(schema.orders, order_changes)
+        self._upserts[schema.orders.name] = _upsert(schema.orders, order_changes)
         self.add_fills = _Writer(schema.fills, "DO NOTHING")
         self._offset = f"SELECT last_seq FROM {offsets} WHERE stream = ?"
         self._add_offset = f"INSERT INTO {offsets} (stream, last_seq) VALUES (?, 0)"
@@ -124,6 +124,9 @@ class SqliteBulk:
             "pending": self.pending.sql,
             "holders": self._holders,
         }
+
+    def upsert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        self._upserts[table.name](conn, rows)
 
     def holders(
         self, conn: Connection, account_id: str, keys: Sequence[str]
