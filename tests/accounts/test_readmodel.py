@@ -849,6 +849,7 @@ def test_a_batch_reads_its_rows_through_the_indexes(tmp_path: Path) -> None:
         "accounts": "sqlite_autoindex_accounts_1",
         "pending": "sqlite_autoindex_pending_replaces_1",
         "holders": "ux_orders_client_order_key",
+        "drop_pending": "ix_pending_replaces_order",
     }
     with empty_database("sqlite", tmp_path) as db:
         migrate(db)
@@ -864,8 +865,9 @@ def test_a_batch_reads_its_rows_through_the_indexes(tmp_path: Path) -> None:
 
 
 def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
-    # On SQLite a batch's rows travel to the database as one JSON document and come back as
-    # another: every value must survive both ways, and read the same through the queries.
+    # On SQLite a batch's rows go to the database as bound parameters of one multi-row
+    # INSERT and come back as one JSON document: every value must survive both ways, and
+    # read the same through the queries.
     from bourse.accounts.readmodel import schema
     from bourse.accounts.readmodel.projection import _ORDER_CHANGES
     from bourse.accounts.readmodel.rows import Account, Position
@@ -937,3 +939,57 @@ def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
             assert bulk.orders(conn, ["o-1"]) == [
                 msgspec.structs.replace(order, status="filled", updated_at=9)
             ]
+
+
+@pytest.mark.parametrize("count", [1, 3, 255, 256, 300, 1000])
+def test_a_batch_of_any_size_is_written_whole_in_power_of_two_chunks(
+    tmp_path: Path, count: int
+) -> None:
+    # A batch's rows go in as one INSERT per power-of-two chunk (at most CHUNK rows): every
+    # row lands once, a row already there is updated in place, none is left out at a chunk's
+    # edge.
+    from bourse.accounts.readmodel import schema
+    from bourse.accounts.readmodel.projection import _ORDER_CHANGES
+    from bourse.accounts.readmodel.schema import order_to_db
+    from bourse.accounts.readmodel.sqlite_bulk import CHUNK, SqliteBulk, driver
+
+    def order(i: int, status: str) -> Order:
+        return Order(
+            id=f"o-{i:05d}",
+            client_order_id=f"c-{i}",
+            account_id="alice",
+            symbol="AAPL",
+            asset_class="us_equity",
+            side="buy" if i % 2 else "sell",
+            type="limit",
+            time_in_force="gtc",
+            qty=D(i),
+            filled_qty=D(0),
+            filled_notional=D(0),
+            filled_avg_price=None,
+            limit_price=D("100.01"),
+            stop_price=None,
+            status=status,  # type: ignore[arg-type]
+            created_at=i,
+            updated_at=i,
+            submitted_at=i,
+            holds_client_order_id=True,
+        )
+
+    bulk = SqliteBulk(_ORDER_CHANGES)
+    half = count // 2
+    with empty_database("sqlite", tmp_path) as db:
+        migrate(db)
+        with db.write() as conn:  # the first half is there before the batch
+            bulk.upsert(conn, schema.orders, [order_to_db(order(i, "new")) for i in range(half)])
+        with db.write() as conn:
+            rows = [order_to_db(order(i, "filled")) for i in range(count)]
+            bulk.upsert(conn, schema.orders, rows)
+        with db.read() as conn:
+            ids = [f"o-{i:05d}" for i in range(count)]
+            assert sorted(bulk.orders(conn, ids), key=lambda o: o.id) == [
+                order(i, "filled") for i in range(count)
+            ]
+            (total,) = driver(conn).execute("SELECT count(*) FROM orders").fetchone()
+            assert total == count
+    assert CHUNK * len(schema.orders.columns) <= 32_766  # SQLite's limit on parameters

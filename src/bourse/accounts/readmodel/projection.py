@@ -14,8 +14,8 @@ Within a batch the rows the projector reads are cached and its changes collected
 written with one statement per table, so a batch costs a few round trips, not a few per
 message. The statements a batch always runs are built once per projection: building and
 keying a SQLAlchemy statement costs more than running it for a small batch. On SQLite they go
-to the driver as one call per table, rows as a JSON array (`sqlite_bulk`); on PostgreSQL
-through SQLAlchemy.
+straight to the driver, a table's rows as one multi-row INSERT per power-of-two chunk and the
+rows read back as one JSON array (`sqlite_bulk`); on PostgreSQL through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class ReadModelProjection:
     def __init__(self, db: Database, instruments: Iterable[Instrument] = DEFAULT_UNIVERSE) -> None:
         self._db = db
         self._projector = Projector({i.symbol: str(i.asset_class) for i in instruments})
-        # On SQLite a batch goes to the driver in one call per table (sqlite_bulk); on
+        # On SQLite a batch goes to the driver in a few calls per table (sqlite_bulk); on
         # PostgreSQL through SQLAlchemy.
         self._statements: Statements = (
             SqliteBulk(_ORDER_CHANGES) if db.dialect == "sqlite" else _SqlAlchemyStatements()
@@ -194,6 +194,10 @@ class Statements(Protocol):
         """Insert fills; one already there is left as it is."""
         ...
 
+    def drop_pending(self, conn: Connection, order_ids: Sequence[str]) -> None:
+        """Delete the pending replaces of these orders (they are settled)."""
+        ...
+
 
 class _SqlAlchemyStatements:
     """`Statements` through SQLAlchemy, built once (PostgreSQL)."""
@@ -223,6 +227,7 @@ class _SqlAlchemyStatements:
         }
         self._upserts[orders_.name] = _upsert_statement(orders_, _ORDER_CHANGES)
         self._add_fills = postgresql.insert(schema.fills).on_conflict_do_nothing()
+        self._drop_pending = delete(pending).where(pending.c.order_id.in_(_ids()))
 
     def offset(self, conn: Connection, stream: str) -> int:
         # One projection transaction at a time, whichever stream: batches of ORDERS and
@@ -263,6 +268,10 @@ class _SqlAlchemyStatements:
     def add_fills(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             conn.execute(self._add_fills, list(rows))
+
+    def drop_pending(self, conn: Connection, order_ids: Sequence[str]) -> None:
+        if order_ids:
+            conn.execute(self._drop_pending, {"ids": list(order_ids)})
 
 
 class _Batch:
@@ -423,8 +432,7 @@ class _Batch:
     def flush(self) -> None:
         conn, statements = self._conn, self._statements
         pending = schema.pending_replaces
-        if self._settled:
-            conn.execute(delete(pending).where(pending.c.order_id.in_(sorted(self._settled))))
+        statements.drop_pending(conn, sorted(self._settled))
         gone = sorted(k for k in self._dirty_pending if self._pending[k] is None)
         if gone:
             conn.execute(delete(pending).where(pending.c.new_order_id.in_(gone)))
