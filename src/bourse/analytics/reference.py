@@ -72,6 +72,10 @@ class ReferencePrices:
         self.updates += 1
         return reference
 
+    def follows(self, venue: str) -> bool:
+        """Whether quotes from `venue` count (ours do not)."""
+        return venue not in self._exclude
+
     def get(self, symbol: str) -> Decimal | None:
         found = self._reference.get(symbol)
         return found[0] if found is not None else None
@@ -92,6 +96,9 @@ async def follow_reference(nc: NATS, prices: ReferencePrices) -> Subscription:
 
     async def on_message(msg: Msg) -> None:
         try:
+            venue, _ = subjects.parse_market_data(msg.subject)
+            if not prices.follows(venue):
+                return  # our own venue's trades, quotes and depth: not decoded for nothing
             message = marketdata.decode(msg.data)
         except (msgspec.DecodeError, ValueError):
             return  # the feed's consumers dead-letter malformed data; here it is just skipped
