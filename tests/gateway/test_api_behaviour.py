@@ -3,6 +3,7 @@ administration, rate limits, the key cache and the filters of GET /v2/orders."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -429,3 +430,32 @@ async def test_listing_orders_filters_by_status_symbol_time_and_direction(
         a,
     ]
     assert await ids(status="all", after=(start + timedelta(days=1)).date().isoformat()) == []
+
+
+async def test_requests_arriving_together_share_one_check_of_their_key(
+    exchange: ExchangeStack,
+) -> None:
+    # A bot's burst on a key not checked yet (or whose cached check just expired) pays one
+    # scrypt, not one per request in flight; the same wrong secret sent together also pays
+    # one, and is refused every time; a different secret never rides on another's check.
+    assert exchange.gateway.context is not None
+    auth = exchange.gateway.context.auth
+    alice = await exchange.trader()
+    auth.forget(alice.key_id)
+    before = auth.verifications
+
+    answers = await asyncio.gather(*(alice.http.get("/v2/account") for _ in range(20)))
+
+    assert [a.status_code for a in answers] == [200] * 20
+    assert {a.json()["id"] for a in answers} == {alice.account_id}
+    assert auth.verifications == before + 1
+
+    impostor = exchange.client({**alice.headers, "APCA-API-SECRET-KEY": alice.secret[::-1]})
+    other = exchange.client({**alice.headers, "APCA-API-SECRET-KEY": "x" + alice.secret[1:]})
+    refused = await asyncio.gather(
+        *(impostor.get("/v2/account") for _ in range(10)), other.get("/v2/account")
+    )
+    assert [a.status_code for a in refused] == [401] * 11
+    assert auth.verifications == before + 3
+    assert (await alice.http.get("/v2/account")).status_code == 200
+    assert auth.verifications == before + 3  # still cached
