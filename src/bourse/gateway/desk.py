@@ -295,8 +295,11 @@ class OrderDesk:
         self._check_qty(instrument, request.qty)
         self._check_price(instrument, "limit_price", request.limit_price)
         self._check_price(instrument, "stop_price", request.stop_price)
-        client_order_id = request.client_order_id or str(uuid.uuid4())
-        await self._unused_client_order_id(account_id, client_order_id)
+        if not request.client_order_id:
+            client_order_id = str(uuid.uuid4())  # ours, new: no order can hold it yet
+        else:
+            client_order_id = request.client_order_id
+            await self._unused_client_order_id(account_id, client_order_id)
         order_id = str(uuid.uuid4())
         event = orders.OrderSubmitted(
             ts=time.time_ns(),
