@@ -1,6 +1,7 @@
 """`bourse bench orders`: an order's trip through the exchange, over NATS and over HTTP.
 
-The exchange runs in a child process wired as `bourse up` wires it (the broker apart): the
+The exchange runs in a child process wired as `bourse up` wires it (the broker apart), on the
+event loop `bourse up` runs (uvloop; `BOURSE_EVENT_LOOP=asyncio` for the standard one): the
 platform's streams, the accounts and engine services, the accounts' ledger queries and the
 gateway (read model and REST API), with two funded accounts and a reference price for AAPL.
 This process is the client, so its pacing and its clocks do not share an event loop with the
@@ -206,11 +207,12 @@ async def _quote_reference(nc: NATS, gateway: Gateway) -> None:
 # BOURSE_PROFILE=<path> in the environment: cProfile the whole exchange process, every thread,
 # into <path> (benchmarks/profiling.py).
 EXCHANGE = (
-    "import asyncio, os, sys\n"
+    "import os, sys\n"
     "from benchmarks.orders import serve_exchange\n"
     "from benchmarks.profiling import PROFILE_ENV, profiled\n"
+    "from bourse.cli.common import run_loop\n"
     "with profiled(os.environ.get(PROFILE_ENV)):\n"
-    "    asyncio.run(serve_exchange(sys.argv[1], sys.argv[2]))\n"
+    "    run_loop(serve_exchange(sys.argv[1], sys.argv[2]))\n"
 )
 
 
