@@ -19,6 +19,7 @@ PostgreSQL keeps SQLAlchemy's statements (psycopg sends a batch as a pipeline al
 from __future__ import annotations
 
 import operator
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -67,7 +68,7 @@ class _Reader(Generic[_Row]):
         return self._decoder.decode(found)
 
 
-CHUNK = 256  # rows per INSERT at most (SQLite allows 32,766 parameters: 30 columns x 256 fit)
+CHUNK = 256  # rows per INSERT at most, fewer where SQLite allows fewer parameters (below)
 
 
 class _Writer:
@@ -80,6 +81,7 @@ class _Writer:
         self._head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
         self._row = "(" + ", ".join("?" for _ in columns) + ")"
         self._tail = f" ON CONFLICT {on_conflict}"
+        self._width = len(columns)
         self._sql: dict[int, str] = {}
 
     def sql(self, rows: int) -> str:
@@ -95,11 +97,18 @@ class _Writer:
         raw = driver(conn)
         # Decimals as their strings, as the column type stores them (msgspec, in C).
         values: list[list[Any]] = msgspec.to_builtins([self._values(row) for row in rows])
+        most = min(CHUNK, chunk_limit(raw, self._width))
         start, left = 0, len(values)
         while left:
-            size = min(CHUNK, 1 << (left.bit_length() - 1))  # the largest power of two <= left
+            size = 1 << (min(most, left).bit_length() - 1)  # a power of two, at most both
             raw.execute(self.sql(size), [v for row in values[start : start + size] for v in row])
             start, left = start + size, left - size
+
+
+def chunk_limit(raw: sqlite3.Connection, width: int) -> int:
+    """How many rows of `width` values one statement may bind on this connection (SQLite
+    allows 32,766 parameters since 3.32, 999 before, or what the build or `setlimit` says)."""
+    return max(1, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
 
 
 def _upsert(table: Table, changes: frozenset[str] | None = None) -> _Writer:
