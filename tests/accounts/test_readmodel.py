@@ -837,13 +837,14 @@ def test_only_database_urls_it_can_serve_are_accepted() -> None:
             Database.open(url)
 
 
-def test_a_batch_reads_its_rows_through_the_indexes(tmp_path: Path) -> None:
+def test_a_batch_finds_its_rows_through_the_indexes(tmp_path: Path) -> None:
     # Every batch reads the orders, accounts and pending replaces it touches, and who holds
     # its new orders' client order ids. Once written as a row-value IN, the last made SQLite
     # scan the whole orders table on every batch: the read model slowed down with every
     # order it had ever taken.
+    from bourse.accounts.readmodel.database import driver
     from bourse.accounts.readmodel.projection import _ORDER_CHANGES
-    from bourse.accounts.readmodel.sqlite_bulk import SqliteBulk, driver
+    from bourse.accounts.readmodel.sqlite_bulk import SqliteBulk
 
     indexes = {
         "orders": "sqlite_autoindex_orders_1",
@@ -854,15 +855,41 @@ def test_a_batch_reads_its_rows_through_the_indexes(tmp_path: Path) -> None:
     }
     with empty_database("sqlite", tmp_path) as db:
         migrate(db)
-        reads = SqliteBulk(_ORDER_CHANGES).reads()
-        assert reads.keys() == indexes.keys()
+        searches = SqliteBulk(_ORDER_CHANGES).searches()
+        assert searches.keys() == indexes.keys()
         with db.read() as conn:
-            for name, sql in reads.items():
+            for name, sql in searches.items():
                 parameters = ("alice",) * (sql.count("?") - 1) + ('["k1", "k2"]',)
                 plan = driver(conn).execute("EXPLAIN QUERY PLAN " + sql, parameters).fetchall()
                 details = [row[-1] for row in plan]
                 assert any(f"USING INDEX {indexes[name]}" in d for d in details), (name, details)
                 assert not any(d.startswith("SCAN") and "json_each" not in d for d in details)
+
+
+def _order_row(**changes: Any) -> Order:
+    """A limit buy of alice's holding its client order id, with `changes`."""
+    row = Order(
+        id="o-1",
+        client_order_id="c-1",
+        account_id="alice",
+        symbol="AAPL",
+        asset_class="us_equity",
+        side="buy",
+        type="limit",
+        time_in_force="gtc",
+        qty=D(1),
+        filled_qty=D(0),
+        filled_notional=D(0),
+        filled_avg_price=None,
+        limit_price=D("100.01"),
+        stop_price=None,
+        status="new",
+        created_at=1,
+        updated_at=1,
+        submitted_at=1,
+        holds_client_order_id=True,
+    )
+    return msgspec.structs.replace(row, **changes)
 
 
 def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
@@ -876,19 +903,12 @@ def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
     from bourse.accounts.readmodel.sqlite_bulk import SqliteBulk
 
     odd = 'q"uo\\te \u00e9\u4e2d \U0001f600'
-    order = Order(
+    order = _order_row(
         id="o-1",
         client_order_id=odd,
-        account_id="alice",
-        symbol="AAPL",
-        asset_class="us_equity",
-        side="buy",
-        type="limit",
-        time_in_force="gtc",
         qty=D("1E+2"),
         filled_qty=D("0E-8"),
         filled_notional=D("-0"),
-        filled_avg_price=None,
         limit_price=D("0.00000001"),
         stop_price=D("123456789012345678.123456789"),
         status="new",
@@ -896,7 +916,6 @@ def test_rows_written_in_bulk_read_back_exactly(tmp_path: Path) -> None:
         updated_at=2**62 + 1,
         submitted_at=1,
         reject_reason=odd,
-        holds_client_order_id=True,
     )
     account = Account(
         id="alice",
@@ -953,31 +972,21 @@ def test_a_batch_of_any_size_is_written_whole_in_power_of_two_chunks(
     # where SQLite allows fewer parameters: 999 before 3.32): every row lands once, a row
     # already there is updated in place, none is left out at a chunk's edge.
     from bourse.accounts.readmodel import schema
+    from bourse.accounts.readmodel.database import driver
     from bourse.accounts.readmodel.projection import _ORDER_CHANGES
     from bourse.accounts.readmodel.schema import order_to_db
-    from bourse.accounts.readmodel.sqlite_bulk import CHUNK, SqliteBulk, chunk_limit, driver
+    from bourse.accounts.readmodel.sqlite_bulk import CHUNK, SqliteBulk, chunk_limit
 
     def order(i: int, status: str) -> Order:
-        return Order(
+        return _order_row(
             id=f"o-{i:05d}",
             client_order_id=f"c-{i}",
-            account_id="alice",
-            symbol="AAPL",
-            asset_class="us_equity",
             side="buy" if i % 2 else "sell",
-            type="limit",
-            time_in_force="gtc",
             qty=D(i),
-            filled_qty=D(0),
-            filled_notional=D(0),
-            filled_avg_price=None,
-            limit_price=D("100.01"),
-            stop_price=None,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             created_at=i,
             updated_at=i,
             submitted_at=i,
-            holds_client_order_id=True,
         )
 
     bulk = SqliteBulk(_ORDER_CHANGES)

@@ -87,6 +87,11 @@ class Database:
         self.engine.dispose()
 
 
+def driver(conn: Connection) -> Any:
+    """The DB-API connection under `conn` (sqlite3's or psycopg's), in the same transaction."""
+    return conn.connection.driver_connection
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -115,5 +120,4 @@ def _configure_sqlite(engine: Engine) -> None:
         write = conn.get_execution_options().get(_WRITE, False)
         # Straight to the driver: SQLAlchemy's statement machinery (events, execution
         # context, result) cost more than the BEGIN itself, once per transaction.
-        driver: Any = conn.connection.driver_connection
-        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        driver(conn).execute("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -27,15 +27,11 @@ import msgspec
 from sqlalchemy import Connection, Table
 
 from bourse.accounts.readmodel import schema
+from bourse.accounts.readmodel.database import driver
 from bourse.accounts.readmodel.rows import Account, Order, PendingReplace
 
 _Row = TypeVar("_Row", Account, Order, PendingReplace)
 _encode = msgspec.json.Encoder().encode
-
-
-def driver(conn: Connection) -> Any:
-    """The sqlite3 connection under `conn` (the same transaction)."""
-    return conn.connection.driver_connection
 
 
 def _selected(kind: type[msgspec.Struct], table: Table) -> str:
@@ -149,7 +145,7 @@ class SqliteBulk:
             f"DELETE FROM {pending} WHERE order_id IN (SELECT value FROM json_each(?))"
         )
 
-    def reads(self) -> dict[str, str]:
+    def searches(self) -> dict[str, str]:
         """The SQL of the statements that look rows up by key, by name (a test looks at
         their query plans)."""
         return {
