@@ -12,6 +12,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
 from bourse.bus.cluster import LocalCluster
 from bourse.bus.connection import connect
@@ -22,6 +23,7 @@ from bourse.model import subjects
 from tests.conftest import eventually
 
 _symbols = (f"HA{n}" for n in itertools.count())
+CREATE_ATTEMPTS = 3  # read_back's tries at making its consumer
 
 
 @pytest.fixture
@@ -62,9 +64,17 @@ async def read_back(js: JetStreamContext, subject: str, count: int) -> list[Msg]
     async def collect(msg: Msg) -> None:
         received.append(msg)
 
-    subscription = await js.subscribe(
-        subject, stream=MARKET_DATA.name, cb=collect, ordered_consumer=True
-    )
+    # Just after a failover the meta group may still be settling: a consumer's creation can go
+    # unanswered (seen once in many runs), so a reader retries it as any client would.
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            subscription = await js.subscribe(
+                subject, stream=MARKET_DATA.name, cb=collect, ordered_consumer=True
+            )
+            break
+        except (TimeoutError, APIError):
+            if attempt == CREATE_ATTEMPTS:
+                raise
     await eventually(lambda: len(received) >= count, message=f"{len(received)}/{count} read")
     await subscription.unsubscribe()
     return received
