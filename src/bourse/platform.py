@@ -58,6 +58,7 @@ from bourse.runtime import (
     remove_runtime,
     write_runtime,
 )
+from bourse.workers import Worker, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,14 @@ SERVICES: tuple[str, ...] = (
     "gateway",  # read model, REST and WebSocket APIs, dashboard; the demo account
     "feed",  # the simulated market-data feed
 )
+# How `bourse up --processes N` spreads them: the first N - 1 groups each in a worker process
+# of their own, the rest (the gateway always) in `bourse up`'s. The exchange's folds, on every
+# order's path, first; then what reads the market and trades on it.
+PROCESS_GROUPS: tuple[frozenset[str], ...] = (
+    frozenset({"accounts", "engine", "risk", "session"}),
+    frozenset({"analytics", "alerts", "history", "makers", "feed"}),
+)
+MAX_PROCESSES = len(PROCESS_GROUPS) + 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +113,9 @@ class PlatformConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     # The services this process runs (SERVICES); the others run elsewhere, or not at all.
     services: frozenset[str] = frozenset(SERVICES)
+    # Child processes this one starts (once the broker is up) and stops: `bourse up
+    # --processes` (bourse/workers.py).
+    workers: tuple[WorkerSpec, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = self.services - set(SERVICES)
@@ -166,6 +178,7 @@ class Platform:
     analytics: AnalyticsService | None = None
     alerts: AlertsService | None = None
     ops_server: OpsServer | None = None  # without a gateway: /healthz, /readyz, /metrics
+    workers: list[Worker] = field(default_factory=list)
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _leases: list[Lease] = field(default_factory=list)
@@ -193,6 +206,12 @@ class Platform:
         self.nc = await connect(self.nats_url, name=f"bourse-{self._role()}")
         replicas = config.replicas or (3 if clustered(self.nc) else 1)
         await provision_streams(self.nc.jetstream(), replicas=replicas)
+        # Workers first, in order: the exchange is up before what trades on it.
+        for spec in config.workers:
+            worker = Worker(spec)
+            self.workers.append(worker)
+            await worker.start(self.nats_url)
+            self._tasks.append(asyncio.create_task(worker.join(), name=f"worker {spec.name}"))
         await self._take_leases(replicas)
         # The exchange: accounts validate and keep the ledger, the engine matches, risk
         # watches and halts. Each is a fold over the ORDERS journal that resumes from its
@@ -424,6 +443,9 @@ class Platform:
             await self._step("the market makers", self.makers.stop)
         if self.session is not None:
             await self._step("the session clock", self.session.stop)
+        for worker in reversed(self.workers):
+            # The feed and the market makers before the exchange they trade on.
+            await self._step(f"worker {worker.spec.name}", worker.stop)
         if self._queries is not None:
             await self._step("the ledger queries", self._queries.unsubscribe)
         if self.alerts is not None:

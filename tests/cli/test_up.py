@@ -96,6 +96,8 @@ def test_replaying_sample_data_into_a_running_platform(
         (["ticker", "md..x"], "subject filter"),
         (["ticker"], "bourse up"),
         (["up", "--port", "70000"], "--port"),
+        (["up", "--processes", "4"], "1 to 3"),
+        (["up", "--processes", "0"], "--processes"),
         (["feed", "sim", "--nats", "nats://127.0.0.1:1"], "cannot connect to NATS"),
     ],
 )

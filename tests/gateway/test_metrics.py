@@ -322,6 +322,29 @@ def test_json_log_lines_carry_service_level_message_and_extra_fields() -> None:
     assert "ValueError: boom" in json.loads(formatter.format(failed))["exception"]
 
 
+def test_a_process_running_some_services_names_them_in_every_log_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bourse.cli import logs
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        for format in ("text", "json"):
+            logs.configure(format, service="bourse-run", services="accounts+engine")
+            logging.getLogger("bourse.test").warning("lagging")
+        logs.configure("text")
+        logging.getLogger("bourse.test").warning("plain")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    text, json_line, plain = capsys.readouterr().err.splitlines()
+    assert text.endswith("WARNING [accounts+engine] bourse.test: lagging")
+    assert json.loads(json_line)["services"] == "accounts+engine"
+    assert json.loads(json_line)["service"] == "bourse-run"
+    assert plain.endswith("WARNING bourse.test: plain")
+
+
 def test_the_log_format_is_text_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BOURSE_LOG_FORMAT", raising=False)
     assert log_format() == "text"

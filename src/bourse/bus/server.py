@@ -46,7 +46,9 @@ def nats_server_binary() -> str:
     return found
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """(Linux, as a `preexec_fn`) the child gets SIGTERM when the thread that started it ends:
+    a killed parent leaves no orphan behind."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -128,7 +130,7 @@ class NatsServer:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C reaches us; we stop the server in order
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         ready = asyncio.get_running_loop().create_future()
         self._log_task = asyncio.create_task(self._read_log(ready))

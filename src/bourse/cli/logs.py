@@ -40,6 +40,7 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self.fields: dict[str, str] = {}  # on every line, after `service`
 
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.fromtimestamp(record.created, UTC)
@@ -47,6 +48,7 @@ class JsonFormatter(logging.Formatter):
             "ts": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
             "level": record.levelname.lower(),
             "service": self.service,
+            **self.fields,
             "logger": record.name,
             "message": record.getMessage(),
         }
@@ -72,13 +74,26 @@ def log_format(given: str | None = None) -> LogFormat:
 
 
 def configure(
-    format: str | None = None, *, service: str = "bourse", level: int = logging.INFO
+    format: str | None = None,
+    *,
+    service: str = "bourse",
+    level: int = logging.INFO,
+    services: str | None = None,
 ) -> None:
     """Send every log record to stderr in `format` (see `log_format`), replacing the
-    handlers configured before."""
+    handlers configured before. `services`, for a process running some of the platform's
+    (`bourse run`): shown in each text line, and a JSON line's `services` field, so the lines
+    of `bourse up --processes`' workers tell which process wrote them."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format(format) == "json":
-        handler.setFormatter(JsonFormatter(service))
+        formatter = JsonFormatter(service)
+        if services:
+            formatter.fields = {"services": services}
+        handler.setFormatter(formatter)
+    elif services:
+        handler.setFormatter(
+            logging.Formatter(TEXT_FORMAT.replace("%(name)s", f"[{services}] %(name)s"))
+        )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -112,16 +112,28 @@ def up(
     risk_config: RiskConfigFile = None,
     log_format: LogFormat = "text",
     lag_threshold: LagThreshold = 10_000,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="Processes to spread the services over (1-3): 2 runs the exchange (accounts, "
+            "engine, risk, session) in a worker process, 3 also the market services "
+            "(analytics, alerts, history, makers, feed). One per free core.",
+            envvar="BOURSE_PROCESSES",
+        ),
+    ] = 1,
 ) -> None:
     """Start the platform: embedded NATS (unless --nats), streams, feed and services.
 
     Runs until Ctrl-C or SIGTERM, then stops everything cleanly and exits 0.
     """
     from bourse.cli import logs
+    from bourse.platform import MAX_PROCESSES
 
     logs.configure(log_format, service="bourse-up")
     if not 0 <= port <= 65535:
         raise ConfigError("--port", port, "0 (a free port) or 1-65535")
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise ConfigError("--processes", processes, f"1 to {MAX_PROCESSES}")
     config = _config(
         home=home,
         nats_url=nats,
@@ -137,11 +149,22 @@ def up(
         risk_config=risk_config,
         lag_threshold=lag_threshold,
     )
+    if processes > 1:
+        config = _with_workers(
+            config,
+            processes,
+            risk_config=risk_config,
+            log_format=log_format,
+        )
 
     def banner(platform: Platform) -> str:
         assert platform.gateway is not None and platform.credentials is not None
         keys = platform.credentials
         ws = "ws" + platform.gateway.url.removeprefix("http")
+        workers = "".join(
+            f"  worker     pid {w.pid}: {', '.join(w.spec.services)}   (ops: {w.ops_url})\n"
+            for w in platform.workers
+        )
         return (
             f"Bourse is up.\n  dashboard  {platform.gateway.url}/\n"
             f"  API        {platform.gateway.url}   (docs: {platform.gateway.url}/docs)\n"
@@ -150,6 +173,7 @@ def up(
             f"  demo       APCA-API-KEY-ID={keys.key_id}\n"
             f"             APCA-API-SECRET-KEY={keys.secret}\n"
             f"  runtime    {config.home / 'runtime.json'}\n"
+            f"{workers}"
             "  try        bourse order buy AAPL 10   |   bourse ticker 'md.*.AAPL'   |   "
             "bourse streams"
         )
@@ -193,7 +217,8 @@ def run(
     if "all" in services and len(services) > 1:
         raise ConfigError("SERVICES", " ".join(services), "'all' names every service: alone")
     wanted = set(SERVICES) if services == ["all"] else set(services)  # checked by the config
-    logs.configure(log_format, service="bourse-run")
+    tag = "+".join(name for name in SERVICES if name in wanted) if services != ["all"] else None
+    logs.configure(log_format, service="bourse-run", services=tag)
     config = _config(
         home=home,
         nats_url=None,
@@ -242,6 +267,40 @@ def _serve(config: PlatformConfig, banner: Callable[[Platform], str], farewell: 
         typer.echo(farewell)
 
     run_until_signalled(main)
+
+
+def _with_workers(
+    config: PlatformConfig, processes: int, *, risk_config: Path | None, log_format: str
+) -> PlatformConfig:
+    """`config` with its services spread over `processes` (platform.PROCESS_GROUPS): each
+    worker runs `bourse run` with this process's settings as options."""
+    from bourse.platform import PROCESS_GROUPS, SERVICES
+    from bourse.workers import WorkerSpec, split
+
+    options = [
+        *("--home", str(config.home)),
+        *("--rate", repr(config.feed_rate)),
+        *("--seed", str(config.seed)),
+        *("--api-host", config.api_host),
+        *("--api-port", "0"),  # each worker's operations endpoints, on a free port
+        *("--log-format", log_format),
+        *("--lag-threshold", str(config.monitor.lag_threshold)),
+    ]
+    if config.replicas is not None:
+        options += ["--replicas", str(config.replicas)]
+    if config.database_url is not None:
+        options += ["--database-url", config.database_url]
+    if config.history_url is not None:
+        options += ["--history-url", config.history_url]
+    if risk_config is not None:
+        options += ["--risk-config", str(risk_config.absolute())]
+    running = [name for name in SERVICES if config.runs(name)]
+    here, workers = split(running, processes, PROCESS_GROUPS)
+    return dataclasses.replace(
+        config,
+        services=here | {name for name in SERVICES if not config.runs(name)},
+        workers=tuple(WorkerSpec(services, tuple(options)) for services in workers),
+    )
 
 
 def _config(

@@ -1,0 +1,217 @@
+"""`bourse up --processes N`: the platform over several processes, one command.
+
+End to end with the real CLI: the workers start before the banner, an order sent to the
+gateway (in `bourse up`'s process) is matched by the engine in one worker against the market
+makers of another, the workers stop in order and cleanly, a worker that dies takes the
+platform down with its name, and a killed `bourse up` leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+from bourse.platform import MAX_PROCESSES, PROCESS_GROUPS, SERVICES, PlatformConfig
+from bourse.workers import WorkerSpec, split
+from tests.cli.helpers import BOURSE, bourse, children_of, command_line, isolated_env, wait_for
+
+EXCHANGE = "accounts+engine+risk+session"
+MARKET = "analytics+alerts+history+makers+feed"
+
+
+class Up:
+    """A `bourse up ...` process, its output in a file (a pipe nobody reads would fill)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.env = env
+        self._out: IO[str] = log.open("w")
+        self.process = subprocess.Popen(
+            [BOURSE, "up", *args], env=env, stdout=self._out, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_started(self) -> None:
+        wait_for(
+            lambda: "Ctrl-C stops it." in self.output or self.process.poll() is not None,
+            "bourse up to start",
+            timeout=180,
+        )
+        assert self.process.poll() is None, self.output
+
+    def workers(self) -> dict[str, int]:
+        """The workers' pids by what they run, from the children of `bourse up`."""
+        found = {}
+        for pid in children_of(self.process.pid):
+            words = command_line(pid).split()
+            if "run" in words:
+                services = words[words.index("run") + 1 : words.index("--nats")]
+                found["+".join(services)] = pid
+        return found
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._out.close()
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Callable[..., Up]]:
+    started: list[Up] = []
+
+    def start(*args: str) -> Up:
+        process = Up(list(args), isolated_env(tmp_path / "home"), tmp_path / "up.log")
+        started.append(process)
+        process.wait_started()
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
+
+
+def test_three_processes_trade_together_and_stop_in_order(up: Callable[..., Up]) -> None:
+    platform = up("--processes", "3", "--rate", "200")
+    workers = platform.workers()
+    assert set(workers) == {EXCHANGE, MARKET}
+    servers = [p for p in children_of(platform.process.pid) if p not in workers.values()]
+    assert len(servers) == 1, "one embedded nats-server besides the workers"
+    # The banner names each worker with its operations endpoints, which serve its services.
+    banner = {
+        match[1]: (int(match[0]), match[2])
+        for match in re.findall(r"worker +pid (\d+): ([a-z, ]+?) +\(ops: (\S+)\)", platform.output)
+    }
+    assert {name.replace(", ", "+") for name in banner} == {EXCHANGE, MARKET}
+    pid, ops_url = banner["accounts, engine, risk, session"]
+    assert pid == workers[EXCHANGE]
+    ready = httpx.get(f"{ops_url}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert {"accounts", "engine", "risk"} <= set(ready.json()["checks"])
+
+    # The gateway here, the engine in one worker, the market makers' quotes from the other.
+    statuses: list[str] = []
+
+    def filled() -> bool:  # once the market makers quote AAPL
+        result = bourse("order", "buy", "AAPL", "5", "--json", env=platform.env)
+        assert result.returncode == 0, result.stderr
+        statuses.append(json.loads(result.stdout)["status"])
+        return statuses[-1] == "filled"
+
+    wait_for(filled, "a market order filled against the market makers")
+    assert set(statuses[:-1]) <= {"canceled"}, statuses  # nothing to fill against yet
+    positions = bourse("positions", "--json", env=platform.env)
+    assert [(p["symbol"], p["qty"]) for p in json.loads(positions.stdout)] == [("AAPL", "5")]
+
+    platform.process.send_signal(signal.SIGTERM)
+    assert platform.process.wait(timeout=90) == 0, platform.output
+    output = platform.output
+    # Each worker stopped cleanly, the market's (feed, market makers) before the exchange's.
+    assert f"[{MARKET}] Stopped cleanly." in output and f"[{EXCHANGE}] Stopped cleanly." in output
+    assert output.index(f"stopped worker {MARKET}") < output.index(f"stopped worker {EXCHANGE}")
+    assert output.rstrip().endswith("Bourse stopped cleanly.")
+    # The workers' log lines (on the same stderr) say which worker wrote them.
+    assert re.search(rf"INFO +\[{re.escape(EXCHANGE)}\] bourse\.bus\.fold: ", output)
+    assert all(gone(pid) for pid in [*workers.values(), *servers])
+
+
+def test_a_worker_that_dies_stops_the_platform_and_is_named(up: Callable[..., Up]) -> None:
+    platform = up("--processes", "2", "--rate", "0", "--no-makers")
+    workers = platform.workers()
+    assert list(workers) == [EXCHANGE]  # 2 processes: the exchange in a worker, the rest here
+    servers = [p for p in children_of(platform.process.pid) if p not in workers.values()]
+
+    subprocess.run(["kill", "-KILL", str(workers[EXCHANGE])], check=True)
+
+    assert platform.process.wait(timeout=90) == 2, platform.output
+    errors = [line for line in platform.output.splitlines() if line.startswith("bourse: error:")]
+    assert errors == [
+        f"bourse: error: worker {EXCHANGE} (pid {workers[EXCHANGE]}) exited with -9"
+    ], platform.output
+    wait_for(lambda: all(gone(pid) for pid in servers), "the nats-server to stop")
+    assert not (Path(platform.env["BOURSE_HOME"]) / "runtime.json").exists()
+
+
+def test_a_killed_bourse_up_leaves_no_worker_behind(up: Callable[..., Up]) -> None:
+    platform = up("--processes", "3", "--rate", "0", "--no-makers")
+    children = children_of(platform.process.pid)
+    assert len(children) == 3  # nats-server and two workers
+    platform.process.kill()
+    platform.process.wait()
+    wait_for(lambda: all(gone(pid) for pid in children), "every child to exit")
+
+
+def test_services_are_split_by_group_without_those_switched_off(tmp_path: Path) -> None:
+    assert MAX_PROCESSES == 3
+    assert frozenset().union(*PROCESS_GROUPS) == set(SERVICES) - {"gateway"}
+    assert split(SERVICES, 1, PROCESS_GROUPS) == (frozenset(SERVICES), [])
+    here, workers = split(SERVICES, 2, PROCESS_GROUPS)
+    assert workers == [("accounts", "engine", "risk", "session")]
+    assert here == {"analytics", "alerts", "history", "makers", "gateway", "feed"}
+    here, workers = split(SERVICES, 3, PROCESS_GROUPS)
+    assert here == {"gateway"}
+    assert workers[1] == ("analytics", "alerts", "history", "makers", "feed")
+    quiet = [name for name in SERVICES if name not in ("makers", "feed")]
+    assert split(quiet, 3, PROCESS_GROUPS)[1][1] == ("analytics", "alerts", "history")
+    # A group with nothing left to run is no worker.
+    assert split(["gateway", "accounts"], 3, PROCESS_GROUPS) == (
+        frozenset({"gateway"}),
+        [("accounts",)],
+    )
+    assert WorkerSpec(("accounts", "engine")).name == "accounts+engine"
+
+
+def test_workers_get_this_processes_settings_as_options(tmp_path: Path) -> None:
+    from bourse.cli.up import _with_workers
+
+    risk = tmp_path / "risk.toml"
+    config = _with_workers(
+        PlatformConfig(
+            home=tmp_path / "home",
+            feed_rate=25.0,
+            seed=7,
+            replicas=1,
+            api_port=8123,
+            database_url="postgresql://u@h/db",
+            market_makers=False,
+        ),
+        3,
+        risk_config=risk,
+        log_format="json",
+    )
+    assert config.services == {"gateway", "makers"}  # the makers, switched off, stay off
+    assert not config.runs("makers")
+    exchange, market = config.workers
+    assert market.services == ("analytics", "alerts", "history", "feed")
+    options = dict(zip(exchange.options[::2], exchange.options[1::2], strict=True))
+    assert options == {
+        "--home": str(tmp_path / "home"),
+        "--rate": "25.0",
+        "--seed": "7",
+        "--api-host": "127.0.0.1",
+        "--api-port": "0",
+        "--log-format": "json",
+        "--lag-threshold": "10000",
+        "--replicas": "1",
+        "--database-url": "postgresql://u@h/db",
+        "--risk-config": str(risk),
+    }
