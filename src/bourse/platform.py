@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
@@ -43,7 +44,7 @@ from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.gateway.app import open_account
 from bourse.gateway.metrics import MonitorConfig
-from bourse.gateway.ops import Ops
+from bourse.gateway.ops import OK, Ops
 from bourse.gateway.opsserver import OpsServer
 from bourse.gateway.server import DEFAULT_PORT, Gateway, GatewayConfig
 from bourse.history.service import HistoryService
@@ -58,7 +59,7 @@ from bourse.runtime import (
     remove_runtime,
     write_runtime,
 )
-from bourse.workers import Worker, WorkerSpec
+from bourse.workers import Worker, WorkerError, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ PROCESS_GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"analytics", "alerts", "history", "makers", "feed"}),
 )
 MAX_PROCESSES = len(PROCESS_GROUPS) + 1
+WORKER_CHECK_TIMEOUT = 1.5  # seconds for a worker's /readyz to answer (ops allows a check 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +162,29 @@ def history_url(config: PlatformConfig) -> str | None:
 def clustered(nc: NATS) -> bool:
     """Whether the server we are connected to is part of a cluster (it names one)."""
     return bool(nc._server_info.get("cluster"))
+
+
+def worker_ready(worker: Worker) -> Callable[[], Awaitable[str | None]]:
+    """A readiness check: the worker's own /readyz, None when it answers 200."""
+
+    async def check() -> str | None:
+        if worker.ops_url is None:
+            return "no operations endpoints"
+        try:
+            async with httpx.AsyncClient(timeout=WORKER_CHECK_TIMEOUT) as client:
+                answer = await client.get(f"{worker.ops_url}/readyz")
+        except httpx.HTTPError as error:
+            return f"unreachable at {worker.ops_url} ({type(error).__name__})"
+        if answer.status_code == 200:
+            return None
+        try:
+            checks = answer.json()["checks"]
+            failing = ", ".join(f"{name}: {said}" for name, said in checks.items() if said != OK)
+        except (ValueError, KeyError, AttributeError):
+            failing = f"HTTP {answer.status_code}"
+        return f"not ready ({failing})"
+
+    return check
 
 
 @dataclass
@@ -358,6 +383,10 @@ class Platform:
                 return None if history.answering else "not answering queries"
 
             ops.add_check("history", history_answering)
+        for worker in self.workers:
+            # This process's /readyz answers for its workers too (each one's own endpoints
+            # give the detail, and its /metrics).
+            ops.add_check(f"worker {worker.spec.name}", worker_ready(worker))
 
     async def _credentials(self) -> Credentials:
         """The demo account and admin key: those of an earlier run if the database still
@@ -406,8 +435,12 @@ class Platform:
         done, _ = await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         for task in done:
-            if task is not stopper and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = None if task is stopper else task.exception()
+            if error is None:
+                continue
+            if stop.is_set() and isinstance(error, WorkerError) and error.code == 0:
+                continue  # signalled with us (a supervisor's SIGTERM to the process group)
+            raise error
 
     async def _step(self, what: str, stop: Callable[[], Awaitable[object]]) -> None:
         """One step of `stop()`: logged with its duration; a failure is logged, not raised."""

@@ -8,10 +8,14 @@ it owns `runtime.json` and the banner). A worker is ready when it prints its ban
 other output is passed on, and its logs go to the same stderr.
 
 Stopping is ordered by the parent, never by the terminal: workers start in a session of
-their own (Ctrl-C reaches `bourse up` alone), and on Linux die with it if it is killed. On
-stop, each gets SIGTERM, in the reverse order of their start (the feed and the market makers
-before the exchange they trade on), and is waited for; a worker that exits on its own is a
-failure of the whole platform, which then stops (exit 2) naming it.
+their own (Ctrl-C reaches `bourse up` alone). On stop, each gets SIGTERM, in the reverse
+order of their start (the feed and the market makers before the exchange they trade on),
+and is waited for; a worker that exits on its own is a failure of the whole platform, which
+then stops (exit 2) naming it. If `bourse up` is killed, its workers are killed too (Linux:
+the broker dies with it, so no clean stop could finish; the folds recover as from any crash).
+
+Settings that may hold secrets (database URLs) reach a worker in its environment, which
+only its user can read, never on its command line, which anyone can.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bourse.bus.server import die_with_parent
+from bourse.bus.server import death_signal
 from bourse.errors import BourseError
 
 log = logging.getLogger(__name__)
@@ -36,16 +41,23 @@ STOP_TIMEOUT = 60.0  # seconds for a worker to stop cleanly before it is killed
 
 
 class WorkerError(BourseError):
-    """A worker process failed to start, or exited while the platform ran."""
+    """A worker process failed to start, exited while the platform ran, or stopped with an
+    error; `code` is its exit code (None: it did not exit)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """One worker: the services it runs, and the `bourse run` options it takes besides
-    `--nats` (the parent's settings, as command-line options)."""
+    """One worker: the services it runs, the `bourse run` options it takes besides `--nats`
+    (the parent's settings), and environment variables for the settings that may hold
+    secrets."""
 
     services: tuple[str, ...]
     options: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -85,14 +97,16 @@ class Worker:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # its logs: ours
+            env={**os.environ, **dict(self.spec.env)},
             start_new_session=True,  # Ctrl-C reaches `bourse up`, which stops it in order
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=death_signal(signal.SIGKILL),
         )
         try:
             async with asyncio.timeout(timeout):
                 await self._read_banner()
         except TimeoutError:
-            await self.stop()
+            with contextlib.suppress(WorkerError):  # killed, as it had to be
+                await self.stop()
             raise WorkerError(
                 f"worker {self.spec.name} printed no banner within {timeout:.0f}s"
             ) from None
@@ -108,7 +122,8 @@ class Worker:
                 code = await self._process.wait()
                 raise WorkerError(
                     f"worker {self.spec.name} exited with {code} before it started "
-                    "(its error is above)"
+                    "(its error is above)",
+                    code,
                 )
             text = line.decode(errors="replace").rstrip()
             words = text.split()
@@ -131,12 +146,13 @@ class Worker:
         if self._relay is not None:
             await self._relay
         if not self._stopping:
-            raise WorkerError(f"worker {self.spec.name} (pid {self.pid}) exited with {code}")
+            raise WorkerError(f"worker {self.spec.name} (pid {self.pid}) exited with {code}", code)
         if code != 0:
-            raise WorkerError(f"worker {self.spec.name} stopped with exit code {code}")
+            raise WorkerError(f"worker {self.spec.name} stopped with exit code {code}", code)
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM (a clean stop), then SIGKILL if it is not done within `timeout`."""
+        """SIGTERM (a clean stop), then SIGKILL if it is not done within `timeout`;
+        WorkerError if it did not exit 0."""
         self._stopping = True
         process = self._process
         if process is None or process.returncode is not None:
@@ -151,7 +167,7 @@ class Worker:
                 process.kill()
             code = await process.wait()
         if code != 0:
-            log.warning("worker %s stopped with exit code %s", self.spec.name, code)
+            raise WorkerError(f"worker {self.spec.name} stopped with exit code {code}", code)
 
 
 def split(

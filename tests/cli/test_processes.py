@@ -9,9 +9,11 @@ platform down with its name, and a killed `bourse up` leaves no worker behind.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -20,7 +22,7 @@ import httpx
 import pytest
 
 from bourse.platform import MAX_PROCESSES, PROCESS_GROUPS, SERVICES, PlatformConfig
-from bourse.workers import WorkerSpec, split
+from bourse.workers import Worker, WorkerError, WorkerSpec, split
 from tests.cli.helpers import BOURSE, bourse, children_of, command_line, isolated_env, wait_for
 
 EXCHANGE = "accounts+engine+risk+session"
@@ -104,9 +106,15 @@ def test_three_processes_trade_together_and_stop_in_order(up: Callable[..., Up])
     assert {name.replace(", ", "+") for name in banner} == {EXCHANGE, MARKET}
     pid, ops_url = banner["accounts, engine, risk, session"]
     assert pid == workers[EXCHANGE]
-    ready = httpx.get(f"{ops_url}/readyz", timeout=10)
-    assert ready.status_code == 200, ready.text
-    assert {"accounts", "engine", "risk"} <= set(ready.json()["checks"])
+    # Ready once its folds have caught up (after the banner): polled, as a probe would.
+    wait_for(lambda: httpx.get(f"{ops_url}/readyz", timeout=10).status_code == 200, "readyz")
+    checks = httpx.get(f"{ops_url}/readyz", timeout=10).json()["checks"]
+    assert {"accounts", "engine", "risk"} <= set(checks)
+    # The gateway's /readyz answers for the workers too.
+    api = json.loads((Path(platform.env["BOURSE_HOME"]) / "runtime.json").read_text())["http_url"]
+    wait_for(lambda: httpx.get(f"{api}/readyz", timeout=10).status_code == 200, "the API ready")
+    checks = httpx.get(f"{api}/readyz", timeout=10).json()["checks"]
+    assert checks[f"worker {EXCHANGE}"] == checks[f"worker {MARKET}"] == "ok"
 
     # The gateway here, the engine in one worker, the market makers' quotes from the other.
     statuses: list[str] = []
@@ -147,17 +155,43 @@ def test_a_worker_that_dies_stops_the_platform_and_is_named(up: Callable[..., Up
     assert errors == [
         f"bourse: error: worker {EXCHANGE} (pid {workers[EXCHANGE]}) exited with -9"
     ], platform.output
+    assert "Traceback" not in platform.output
     wait_for(lambda: all(gone(pid) for pid in servers), "the nats-server to stop")
     assert not (Path(platform.env["BOURSE_HOME"]) / "runtime.json").exists()
 
 
 def test_a_killed_bourse_up_leaves_no_worker_behind(up: Callable[..., Up]) -> None:
-    platform = up("--processes", "3", "--rate", "0", "--no-makers")
+    platform = up("--processes", "3", "--rate", "200")  # a feed and market makers at work
     children = children_of(platform.process.pid)
     assert len(children) == 3  # nats-server and two workers
     platform.process.kill()
     platform.process.wait()
-    wait_for(lambda: all(gone(pid) for pid in children), "every child to exit")
+    wait_for(lambda: all(gone(pid) for pid in children), "every child to exit", timeout=20)
+
+
+class Stubborn(Worker):
+    """A worker whose command is given: one that never prints a banner, or fails at once."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(WorkerSpec(("engine",)))
+        self.code = code
+
+    def command(self, nats_url: str) -> list[str]:
+        return [sys.executable, "-c", self.code]
+
+
+async def test_a_worker_that_prints_no_banner_in_time_is_stopped_and_named() -> None:
+    worker = Stubborn("import time\nprint('starting', flush=True)\ntime.sleep(60)")
+    with pytest.raises(WorkerError, match="worker engine printed no banner within 1s"):
+        await worker.start("nats://127.0.0.1:1", timeout=1)
+    assert worker.pid is not None and gone(worker.pid)
+
+
+async def test_a_worker_that_fails_before_its_banner_is_named_with_its_exit_code() -> None:
+    worker = Stubborn("raise SystemExit(3)")
+    with pytest.raises(WorkerError, match="worker engine exited with 3 before it started") as e:
+        await worker.start("nats://127.0.0.1:1")
+    assert e.value.code == 3
 
 
 def test_services_are_split_by_group_without_those_switched_off(tmp_path: Path) -> None:
@@ -180,7 +214,12 @@ def test_services_are_split_by_group_without_those_switched_off(tmp_path: Path) 
     assert WorkerSpec(("accounts", "engine")).name == "accounts+engine"
 
 
-def test_workers_get_this_processes_settings_as_options(tmp_path: Path) -> None:
+def test_workers_get_this_processes_settings_as_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.main import get_command
+
+    from bourse.cli import app
     from bourse.cli.up import _with_workers
 
     risk = tmp_path / "risk.toml"
@@ -191,7 +230,8 @@ def test_workers_get_this_processes_settings_as_options(tmp_path: Path) -> None:
             seed=7,
             replicas=1,
             api_port=8123,
-            database_url="postgresql://u@h/db",
+            database_url="postgresql://u:secret@h/db",
+            history_url="postgresql://u:secret@h/history",
             market_makers=False,
         ),
         3,
@@ -202,16 +242,30 @@ def test_workers_get_this_processes_settings_as_options(tmp_path: Path) -> None:
     assert not config.runs("makers")
     exchange, market = config.workers
     assert market.services == ("analytics", "alerts", "history", "feed")
-    options = dict(zip(exchange.options[::2], exchange.options[1::2], strict=True))
-    assert options == {
-        "--home": str(tmp_path / "home"),
-        "--rate": "25.0",
-        "--seed": "7",
-        "--api-host": "127.0.0.1",
-        "--api-port": "0",
-        "--log-format": "json",
-        "--lag-threshold": "10000",
-        "--replicas": "1",
-        "--database-url": "postgresql://u@h/db",
-        "--risk-config": str(risk),
+    # The worker's command line as `bourse run` itself parses it.
+    command = Worker(exchange).command("nats://127.0.0.1:4321")
+    assert command[:4] == [sys.executable, "-m", "bourse", "run"]
+    assert "secret" not in " ".join(command)  # database URLs only in its environment
+    for name in [name for name in os.environ if name.startswith("BOURSE_")]:
+        monkeypatch.delenv(name)  # what `bourse run` would read besides its options
+    run = get_command(app).commands["run"]  # type: ignore[attr-defined]
+    params = run.make_context("run", command[4:]).params
+    assert params["services"] == ["accounts", "engine", "risk", "session"]
+    assert {name: params[name] for name in params if name != "services"} == {
+        "nats": "nats://127.0.0.1:4321",
+        "home": tmp_path / "home",
+        "rate": 25.0,
+        "seed": 7,
+        "replicas": 1,
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "database_url": None,
+        "history_url": None,
+        "risk_config": risk,
+        "log_format": "json",
+        "lag_threshold": 10_000,
+    }
+    assert dict(exchange.env) == {
+        "BOURSE_DATABASE_URL": "postgresql://u:secret@h/db",
+        "BOURSE_HISTORY_URL": "postgresql://u:secret@h/history",
     }

@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,11 +47,21 @@ def nats_server_binary() -> str:
     return found
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """(Linux, as a `preexec_fn`) the child gets SIGTERM when the thread that started it ends:
-    a killed parent leaves no orphan behind."""
+def death_signal(sig: int) -> Callable[[], None] | None:
+    """A `preexec_fn` giving the child `sig` when the thread starting it ends (Linux; None
+    elsewhere): a killed parent leaves no orphan behind. libc is loaded here, before the
+    fork; a child whose parent died before the signal was set exits at once."""
+    if sys.platform != "linux":
+        return None
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = os.getpid()
+
+    def set_in_child() -> None:  # pragma: no cover - runs in the child before exec
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_in_child
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +141,7 @@ class NatsServer:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C reaches us; we stop the server in order
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=death_signal(signal.SIGTERM),
         )
         ready = asyncio.get_running_loop().create_future()
         self._log_task = asyncio.create_task(self._read_log(ready))

@@ -288,18 +288,22 @@ def _with_workers(
     ]
     if config.replicas is not None:
         options += ["--replicas", str(config.replicas)]
-    if config.database_url is not None:
-        options += ["--database-url", config.database_url]
-    if config.history_url is not None:
-        options += ["--history-url", config.history_url]
     if risk_config is not None:
         options += ["--risk-config", str(risk_config.absolute())]
+    # URLs may hold passwords: in the environment (its user's alone), not on a command line.
+    env = {}
+    if config.database_url is not None:
+        env["BOURSE_DATABASE_URL"] = config.database_url
+    if config.history_url is not None:
+        env["BOURSE_HISTORY_URL"] = config.history_url
     running = [name for name in SERVICES if config.runs(name)]
     here, workers = split(running, processes, PROCESS_GROUPS)
     return dataclasses.replace(
         config,
         services=here | {name for name in SERVICES if not config.runs(name)},
-        workers=tuple(WorkerSpec(services, tuple(options)) for services in workers),
+        workers=tuple(
+            WorkerSpec(services, tuple(options), tuple(sorted(env.items()))) for services in workers
+        ),
     )
 
 
