@@ -439,7 +439,7 @@ class Platform:
             if error is None:
                 continue
             if stop.is_set() and isinstance(error, WorkerError) and error.code == 0:
-                continue  # signalled with us (a supervisor's SIGTERM to the process group)
+                continue  # signalled with us (a supervisor's SIGTERM to all of our processes)
             raise error
 
     async def _step(self, what: str, stop: Callable[[], Awaitable[object]]) -> None:
