@@ -160,6 +160,18 @@ def test_a_worker_that_dies_stops_the_platform_and_is_named(up: Callable[..., Up
     assert not (Path(platform.env["BOURSE_HOME"]) / "runtime.json").exists()
 
 
+def test_a_sigterm_to_every_process_at_once_still_stops_cleanly(up: Callable[..., Up]) -> None:
+    # What systemd's default KillMode=control-group does: the workers get the signal too.
+    platform = up("--processes", "3", "--rate", "0", "--no-makers")
+    workers = platform.workers()
+    for pid in [platform.process.pid, *workers.values()]:
+        os.kill(pid, signal.SIGTERM)
+    assert platform.process.wait(timeout=90) == 0, platform.output
+    assert platform.output.rstrip().endswith("Bourse stopped cleanly.")
+    assert "bourse: error:" not in platform.output
+    wait_for(lambda: all(gone(pid) for pid in workers.values()), "the workers to exit")
+
+
 def test_a_killed_bourse_up_leaves_no_worker_behind(up: Callable[..., Up]) -> None:
     platform = up("--processes", "3", "--rate", "200")  # a feed and market makers at work
     children = children_of(platform.process.pid)
