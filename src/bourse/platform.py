@@ -39,7 +39,7 @@ from bourse.bus.server import NatsServer
 from bourse.bus.streams import provision_streams
 from bourse.engine.service import engine_service
 from bourse.engine.session import SessionClock
-from bourse.errors import ConfigError
+from bourse.errors import BourseError, ConfigError
 from bourse.feed.runner import FeedRunner, simulated_batches
 from bourse.feed.simulator import Simulator
 from bourse.gateway.app import open_account
@@ -164,6 +164,10 @@ def clustered(nc: NATS) -> bool:
     return bool(nc._server_info.get("cluster"))
 
 
+class StopFailed(BourseError):
+    """The platform stopped, but some of its steps failed (each is in the log)."""
+
+
 def worker_ready(worker: Worker) -> Callable[[], Awaitable[str | None]]:
     """A readiness check: the worker's own /readyz, None when it answers 200."""
 
@@ -204,6 +208,7 @@ class Platform:
     alerts: AlertsService | None = None
     ops_server: OpsServer | None = None  # without a gateway: /healthz, /readyz, /metrics
     workers: list[Worker] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)  # of stop(): what did not stop well
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _leases: list[Lease] = field(default_factory=list)
@@ -443,13 +448,15 @@ class Platform:
             raise error
 
     async def _step(self, what: str, stop: Callable[[], Awaitable[object]]) -> None:
-        """One step of `stop()`: logged with its duration; a failure is logged, not raised."""
+        """One step of `stop()`: logged with its duration; a failure is logged and noted in
+        `failed_steps`, not raised, so the next steps still run."""
         started = time.monotonic()
         log.info("stopping %s", what)
         try:
             await stop()
         except Exception:
             log.exception("stopping %s failed", what)
+            self.failed_steps.append(what)
         else:
             log.info("stopped %s in %.1fs", what, time.monotonic() - started)
 

@@ -21,7 +21,14 @@ from typing import IO
 import httpx
 import pytest
 
-from bourse.platform import MAX_PROCESSES, PROCESS_GROUPS, SERVICES, PlatformConfig
+from bourse.platform import (
+    MAX_PROCESSES,
+    PROCESS_GROUPS,
+    SERVICES,
+    Platform,
+    PlatformConfig,
+    StopFailed,
+)
 from bourse.workers import Worker, WorkerError, WorkerSpec, split
 from tests.cli.helpers import BOURSE, bourse, children_of, command_line, isolated_env, wait_for
 
@@ -281,3 +288,46 @@ def test_workers_get_this_processes_settings_as_options(
         "BOURSE_DATABASE_URL": "postgresql://u:secret@h/db",
         "BOURSE_HISTORY_URL": "postgresql://u:secret@h/history",
     }
+
+
+async def test_a_failed_stop_step_is_noted_and_the_next_steps_still_run(tmp_path: Path) -> None:
+    platform = Platform(PlatformConfig(home=tmp_path))
+    ran = []
+
+    async def stuck() -> None:
+        raise WorkerError("worker engine stopped with exit code -9", -9)
+
+    async def fine() -> None:
+        ran.append("nats-server")
+
+    await platform._step("worker engine", stuck)
+    await platform._step("nats-server", fine)
+    assert platform.failed_steps == ["worker engine"]
+    assert ran == ["nats-server"]
+
+
+def test_bourse_up_says_which_steps_failed_instead_of_stopped_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bourse.platform
+    from bourse.cli.up import _serve
+
+    class StopsBadly:
+        """A platform whose stop had a step fail (a worker that had to be killed)."""
+
+        def __init__(self, config: PlatformConfig) -> None:
+            self.failed_steps: list[str] = []
+
+        async def start(self) -> None:
+            pass
+
+        async def wait(self, stop: object) -> None:
+            pass
+
+        async def stop(self) -> None:
+            self.failed_steps.append(f"worker {EXCHANGE}")
+
+    monkeypatch.setattr(bourse.platform, "Platform", StopsBadly)
+    with pytest.raises(StopFailed, match=rf"stopping worker {re.escape(EXCHANGE)} failed"):
+        _serve(PlatformConfig(home=tmp_path), lambda _: "up", "Bourse stopped cleanly.")
+    assert "stopped cleanly" not in capsys.readouterr().out

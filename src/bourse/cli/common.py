@@ -77,7 +77,10 @@ def run_until_signalled(
     """Run `main(stop)` where `stop` is set on SIGINT or SIGTERM; return its result.
 
     The first signal asks for a graceful stop (intake ends, in-flight work is finished and
-    acknowledged); a second one interrupts at once.
+    acknowledged); a second Ctrl-C (SIGINT) interrupts at once. A second SIGTERM does not:
+    supervisors repeat it (systemd signals every process of a service, and `bourse up
+    --processes` its workers too) and escalate with SIGKILL, so it must not cut short the
+    stop the first one started.
     """
 
     async def runner() -> T:
@@ -85,13 +88,13 @@ def run_until_signalled(
         stop = asyncio.Event()
         task = asyncio.current_task()
 
-        def on_signal() -> None:
-            if stop.is_set() and task is not None:
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set() and sig == signal.SIGINT and task is not None:
                 task.cancel()
             stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             return await main(stop)
         finally:

@@ -254,7 +254,7 @@ def run(
 
 def _serve(config: PlatformConfig, banner: Callable[[Platform], str], farewell: str) -> None:
     """Start the platform, print `banner`, run until a signal, stop it, print `farewell`."""
-    from bourse.platform import Platform
+    from bourse.platform import Platform, StopFailed
 
     async def main(stop: asyncio.Event) -> None:
         platform = Platform(config)
@@ -264,6 +264,9 @@ def _serve(config: PlatformConfig, banner: Callable[[Platform], str], farewell: 
             await platform.wait(stop)
         finally:
             await platform.stop()
+        if platform.failed_steps:
+            failed = ", ".join(platform.failed_steps)
+            raise StopFailed(f"stopped, but stopping {failed} failed (see the log above)")
         typer.echo(farewell)
 
     run_until_signalled(main)
