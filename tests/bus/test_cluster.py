@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from bourse.bus.cluster import LocalCluster
+from bourse.bus.cluster import LocalCluster, free_ports
 from bourse.bus.connection import connect
 from bourse.bus.publisher import AckedPublisher
 from bourse.bus.streams import MARKET_DATA, PLATFORM_STREAMS, provision_streams
@@ -78,6 +79,17 @@ async def read_back(js: JetStreamContext, subject: str, count: int) -> list[Msg]
     await eventually(lambda: len(received) >= count, message=f"{len(received)}/{count} read")
     await subscription.unsubscribe()
     return received
+
+
+def test_route_ports_are_free_distinct_and_below_the_kernels_ephemeral_range() -> None:
+    ports = free_ports(12)
+    assert len(set(ports)) == 12
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if ephemeral.exists():  # Linux: no socket bound to port 0 or dialling out can take them
+        assert max(ports) < int(ephemeral.read_text().split()[0])
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
 
 
 def test_a_cluster_needs_at_least_one_node(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import socket
 import urllib.error
 import urllib.request
@@ -182,12 +183,40 @@ class LocalCluster:
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> tuple[int, ...]:
-    """`count` distinct ports that were free a moment ago (all bound at once, then released)."""
+    """`count` distinct ports that were free a moment ago (all bound at once, then released),
+    below the kernel's ephemeral range where it is known. A port of that range, once released,
+    may be handed to any socket bound to port 0 or connecting out (another node's client
+    port, the source port of a route being dialled) before its own node binds it; a cluster
+    then never forms (seen once in CI: no meta leader within 60 s)."""
+    low, high = _below_ephemeral()
+    picker = random.Random()
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
-        return tuple(sock.getsockname()[1] for sock in sockets)
+        ports: list[int] = []
+        for _ in range(1000):
+            if len(ports) == count:
+                break
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind((host, picker.randrange(low, high) if high > low else 0))
+            except OSError:
+                continue  # taken (or drawn twice): draw again
+            ports.append(sock.getsockname()[1])
+        if len(ports) == count:
+            return tuple(ports)
+    raise BrokerError(f"no {count} free ports on {host} in 1,000 tries")
+
+
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    """[low, high) ports below the ephemeral range (Linux), or (0, 0): let the kernel pick."""
+    try:
+        first = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return (_LOWEST_PORT, first) if first - _LOWEST_PORT >= 1000 else (0, 0)
 
 
 def _monitor_json(monitor_url: str, endpoint: str) -> dict[str, object] | None:
