@@ -168,15 +168,15 @@ class StopFailed(BourseError):
     """The platform stopped, but some of its steps failed (each is in the log)."""
 
 
-def worker_ready(worker: Worker) -> Callable[[], Awaitable[str | None]]:
-    """A readiness check: the worker's own /readyz, None when it answers 200."""
+def worker_ready(worker: Worker, client: httpx.AsyncClient) -> Callable[[], Awaitable[str | None]]:
+    """A readiness check: the worker's own /readyz, None when it answers 200. `client` is
+    the platform's one for all its workers (kept-alive connections, not one per probe)."""
 
     async def check() -> str | None:
         if worker.ops_url is None:
             return "no operations endpoints"
         try:
-            async with httpx.AsyncClient(timeout=WORKER_CHECK_TIMEOUT) as client:
-                answer = await client.get(f"{worker.ops_url}/readyz")
+            answer = await client.get(f"{worker.ops_url}/readyz")
         except httpx.HTTPError as error:
             return f"unreachable at {worker.ops_url} ({type(error).__name__})"
         if answer.status_code == 200:
@@ -212,6 +212,7 @@ class Platform:
     nats_url: str = ""
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _leases: list[Lease] = field(default_factory=list)
+    _probes: httpx.AsyncClient | None = None  # asks the workers' /readyz
 
     async def start(self) -> None:
         config = self.config
@@ -388,10 +389,13 @@ class Platform:
                 return None if history.answering else "not answering queries"
 
             ops.add_check("history", history_answering)
+        if self.workers and self._probes is None:
+            self._probes = httpx.AsyncClient(timeout=WORKER_CHECK_TIMEOUT)
         for worker in self.workers:
             # This process's /readyz answers for its workers too (each one's own endpoints
             # give the detail, and its /metrics).
-            ops.add_check(f"worker {worker.spec.name}", worker_ready(worker))
+            assert self._probes is not None
+            ops.add_check(f"worker {worker.spec.name}", worker_ready(worker, self._probes))
 
     async def _credentials(self) -> Credentials:
         """The demo account and admin key: those of an earlier run if the database still
@@ -486,6 +490,8 @@ class Platform:
         for worker in reversed(self.workers):
             # The feed and the market makers before the exchange they trade on.
             await self._step(f"worker {worker.spec.name}", worker.stop)
+        if self._probes is not None:
+            await self._probes.aclose()
         if self._queries is not None:
             await self._step("the ledger queries", self._queries.unsubscribe)
         if self.alerts is not None:

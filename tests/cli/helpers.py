@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 BOURSE = str(Path(sys.executable).parent / "bourse")
 
@@ -56,3 +57,32 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+class Logged:
+    """A `bourse ...` process, its output in a file (a pipe nobody reads would fill)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.env = env
+        self._out: IO[str] = log.open("w")
+        self.process = subprocess.Popen(
+            [BOURSE, *args], env=env, stdout=self._out, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_for_output(self, text: str, what: str, timeout: float = 60.0) -> None:
+        """Until `text` is in the output; the process must still run."""
+        wait_for(
+            lambda: text in self.output or self.process.poll() is not None, what, timeout=timeout
+        )
+        assert self.process.poll() is None, self.output
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._out.close()

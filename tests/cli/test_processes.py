@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
@@ -30,34 +29,20 @@ from bourse.platform import (
     StopFailed,
 )
 from bourse.workers import Worker, WorkerError, WorkerSpec, split
-from tests.cli.helpers import BOURSE, bourse, children_of, command_line, isolated_env, wait_for
+from tests.cli.helpers import Logged, bourse, children_of, command_line, isolated_env, wait_for
 
 EXCHANGE = "accounts+engine+risk+session"
 MARKET = "analytics+alerts+history+makers+feed"
 
 
-class Up:
-    """A `bourse up ...` process, its output in a file (a pipe nobody reads would fill)."""
+class Up(Logged):
+    """A `bourse up ...` process."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.env = env
-        self._out: IO[str] = log.open("w")
-        self.process = subprocess.Popen(
-            [BOURSE, "up", *args], env=env, stdout=self._out, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()
+        super().__init__(["up", *args], env, log)
 
     def wait_started(self) -> None:
-        wait_for(
-            lambda: "Ctrl-C stops it." in self.output or self.process.poll() is not None,
-            "bourse up to start",
-            timeout=180,
-        )
-        assert self.process.poll() is None, self.output
+        self.wait_for_output("Ctrl-C stops it.", "bourse up to start", timeout=180)
 
     def workers(self) -> dict[str, int]:
         """The workers' pids by what they run, from the children of `bourse up`."""
@@ -68,12 +53,6 @@ class Up:
                 services = words[words.index("run") + 1 : words.index("--nats")]
                 found["+".join(services)] = pid
         return found
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._out.close()
 
 
 @pytest.fixture

@@ -9,44 +9,32 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
 from bourse.bus.server import NatsServer
-from tests.cli.helpers import BOURSE, bourse, isolated_env, wait_for
+from tests.cli.helpers import Logged, bourse, isolated_env, wait_for
 
 
-class Service:
-    """A `bourse run ...` process, its output in a file (a pipe nobody reads would fill)."""
+class Service(Logged):
+    """A `bourse run ...` process."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out: IO[str] = log.open("w")
-        self.process = subprocess.Popen(
-            [BOURSE, "run", *args], env=env, stdout=self._out, stderr=subprocess.STDOUT
-        )
+        super().__init__(["run", *args], env, log)
 
     def wait_started(self) -> None:
-        wait_for(
-            lambda: "Bourse runs" in self.log.read_text() or self.process.poll() is not None,
-            f"{self.log.name} to start",
-        )
-        assert self.process.poll() is None, self.log.read_text()
+        self.wait_for_output("Bourse runs", f"{self.log.name} to start")
 
     def stop(self) -> int:
         try:
             self.process.send_signal(signal.SIGTERM)
             return self.process.wait(timeout=60)
         finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self._out.close()
+            self.close()
 
 
 @pytest.fixture
