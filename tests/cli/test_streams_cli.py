@@ -13,9 +13,18 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from rich.console import Console
 
+from bourse.bus.monitor import (
+    ConsumerReport,
+    ConsumerSample,
+    StreamReport,
+    StreamSample,
+    StreamsReport,
+)
 from bourse.bus.server import NatsServer
 from bourse.bus.streams import MARKET_DATA
+from bourse.cli.streams import render
 from bourse.model import subjects
 from tests.cli.helpers import BOURSE, isolated_env
 
@@ -73,7 +82,7 @@ async def test_the_tables_show_streams_and_a_lagging_consumer(
     assert code == 0, err
     rows = [line.split() for line in out.splitlines()]
     market = next(row for row in rows if row and row[0] == MARKET_DATA.name and row[1] == "R1")
-    assert market[3] == "10"  # messages
+    assert market[2] == "10"  # messages (a single server: no leader column)
     consumer = next(row for row in rows if "cli-test" in row)
     # stream, consumer, lag, unacknowledged, redelivered, delivered
     assert consumer[:6] == [MARKET_DATA.name, "cli-test", "7", "3", "0", "3"]
@@ -145,3 +154,53 @@ async def test_without_a_platform_it_says_how_to_find_one(env: dict[str, str]) -
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bourse: error:")
     assert "--nats" in lines[0]
+
+
+def _report(*, leader: str | None, consumer: str) -> StreamsReport:
+    stream = StreamSample(
+        name="KV_bourse_leases",
+        messages=1_234_567,
+        bytes=987_654_321,
+        first_seq=1_000_001,
+        last_seq=2_234_567,
+        consumer_count=12,
+        replicas=3,
+        leader=leader,
+        current_replicas=3,
+    )
+    sample = ConsumerSample(
+        stream="MARKET_DATA",
+        name=consumer,
+        num_pending=7_654_321,
+        num_ack_pending=12_345,
+        num_redelivered=678,
+        delivered=9_876_543,
+        delivered_stream_seq=9_876_543,
+        ack_floor_stream_seq=9_864_198,
+    )
+    return StreamsReport(
+        interval_s=1.0,
+        streams=(StreamReport(stream=stream, messages_per_s=12_345.0, bytes_per_s=3.5e6),),
+        consumers=(
+            ConsumerReport(consumer=sample, delivered_per_s=54_321.0, lag_change_per_s=-1234.5),
+        ),
+    )
+
+
+@pytest.mark.parametrize("leader", [None, "bourse-cluster-n2"])
+def test_on_80_columns_names_give_way_and_no_figure_is_cut(leader: str | None) -> None:
+    consumer = "alerts_requests_12VtljfD320eckXglPGdiG"
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render(_report(leader=leader, consumer=consumer)))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    stream_row = next(line.split() for line in lines if line.lstrip().startswith("KV_"))
+    assert stream_row[:2] == ["KV_bourse_leases", "R3"], text
+    figures = ["1.2M", "941.9MiB", "1,000,001", "2,234,567", "12", "12.3k", "3.3MiB"]
+    assert stream_row[-7:] == figures, text
+    assert ("Leader" in text) == (leader is not None), text
+    consumer_row = next(line.split() for line in lines if line.lstrip().startswith("MARKET"))
+    assert consumer_row[0] == "MARKET_DATA", text
+    assert consumer_row[1].endswith("…") and consumer.startswith(consumer_row[1][:-1]), text
+    assert consumer_row[2:] == ["7,654,321", "12,345", "678", "9.9M", "54.3k", "-1,234.5"]

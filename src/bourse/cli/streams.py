@@ -29,24 +29,22 @@ def register(app: typer.Typer) -> None:
     app.command("streams")(streams)
 
 
-def _count(value: float | None, unit: str = "") -> str:
+def _count(value: float | None) -> str:
     if value is None:
         return "-"
     for prefix in ("", "k", "M", "G"):
         if abs(value) < 1000 or prefix == "G":
-            text = f"{value:,.0f}" if prefix == "" else f"{value:,.1f}{prefix}"
-            return text + unit
+            return f"{value:,.0f}" if prefix == "" else f"{value:,.1f}{prefix}"
         value /= 1000
     raise AssertionError("unreachable")
 
 
-def _size(value: float | None, unit: str = "") -> str:
+def _size(value: float | None) -> str:
     if value is None:
         return "-"
     for prefix in ("B", "KiB", "MiB", "GiB"):
         if abs(value) < 1024 or prefix == "GiB":
-            text = f"{value:,.0f}{prefix}" if prefix == "B" else f"{value:,.1f}{prefix}"
-            return text + unit
+            return f"{value:,.0f}{prefix}" if prefix == "B" else f"{value:,.1f}{prefix}"
         value /= 1024
     raise AssertionError("unreachable")
 
@@ -57,47 +55,55 @@ def _replicas(replicas: int, current: int) -> str:
     return f"[yellow]R{replicas} {current}/{replicas}[/]"  # replicas caught up / all
 
 
-def _table(title: str, names: tuple[str, ...], numbers: tuple[str, ...]) -> Table:
-    # Compact (one space between columns) so both tables fit an 80-column terminal.
+def _table(title: str, names: tuple[str, ...], numbers: tuple[str, ...], *, give_way: str) -> Table:
+    # Compact (one space between columns, rates' units in their headers, running counts
+    # abbreviated; sequences and lag exact, as `--json` has all) so both tables fit an
+    # 80-column terminal. Where they still do not (long consumer names), the column
+    # `give_way` is cut with an ellipsis: the first column, the key, and the figures are not.
     table = Table(
         title=title,
         title_justify="left",
         box=box.SIMPLE_HEAD,
-        collapse_padding=True,
-        pad_edge=False,
+        show_edge=False,
+        padding=0,  # the box's column divider is the one space between columns
     )
     for name in names:
-        table.add_column(name, no_wrap=True)
+        table.add_column(name, no_wrap=name != give_way, overflow="ellipsis")
     for number in numbers:
         table.add_column(number, justify="right", no_wrap=True)
     return table
 
 
 def render(report: StreamsReport) -> Group:
-    """The report as two tables: streams, then consumers."""
+    """The report as two tables: streams, then consumers. The leader column shows only where
+    a stream has one (a cluster): a single server's streams have none."""
+    clustered = any(row.stream.leader for row in report.streams)
     streams = _table(
         f"Streams (rates over {report.interval_s:.1f}s)",
-        ("Stream", "R", "Leader"),
+        ("Stream", "R", "Leader") if clustered else ("Stream", "R"),
         ("Msgs", "Bytes", "First", "Last", "Cons", "Msgs/s", "Bytes/s"),
+        give_way="Leader",
     )
     for row in report.streams:
         s = row.stream
+        where = (s.leader or "-",) if clustered else ()
         streams.add_row(
             s.name,
             _replicas(s.replicas, s.current_replicas),
-            s.leader or "-",
-            f"{s.messages:,}",
+            *where,
+            _count(s.messages),
             _size(s.bytes),
             f"{s.first_seq:,}",
             f"{s.last_seq:,}",
             f"{s.consumer_count:,}",
-            _count(row.messages_per_s, "/s"),
-            _size(row.bytes_per_s, "/s"),
+            _count(row.messages_per_s),
+            _size(row.bytes_per_s),
         )
     consumers = _table(
         "Consumers",
         ("Stream", "Consumer"),
         ("Lag", "Unacked", "Redeliv", "Delivered", "Deliv/s", "Lag Δ/s"),
+        give_way="Consumer",
     )
     for consumer_row in report.consumers:
         c = consumer_row.consumer
@@ -108,13 +114,13 @@ def render(report: StreamsReport) -> Group:
             f"{c.num_pending:,}",
             f"{c.num_ack_pending:,}",
             f"{c.num_redelivered:,}",
-            f"{c.delivered:,}",
-            _count(consumer_row.delivered_per_s, "/s"),
-            "-" if lag_change is None else f"{lag_change:+,.1f}/s",
+            _count(c.delivered),
+            _count(consumer_row.delivered_per_s),
+            "-" if lag_change is None else f"{lag_change:+,.1f}",
         )
     if not report.consumers:
         consumers.caption = "no consumers"
-    return Group(streams, consumers)
+    return Group(streams, "", consumers)
 
 
 def streams(
