@@ -194,12 +194,13 @@ def _prices(order: Order) -> str:
 
 
 def describe(order: Order) -> str:
-    """An order in two lines: what it is and its status, then how much filled and its id."""
+    """An order in two lines: what it is and its status, then how much filled (at what
+    average price, once something has) and its id."""
+    average = "" if order.filled_avg_price is None else f" at avg {_number(order.filled_avg_price)}"
     return (
         f"{order.status}: {order.side} {_number(order.qty)} {order.symbol} "
         f"{_prices(order)}, {order.time_in_force}\n"
-        f"filled {_number(order.filled_qty)} of {_number(order.qty)} at avg "
-        f"{_number(order.filled_avg_price)}; order {order.id}"
+        f"filled {_number(order.filled_qty)} of {_number(order.qty)}{average}; order {order.id}"
     )
 
 
