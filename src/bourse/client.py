@@ -206,6 +206,13 @@ class Deposit(msgspec.Struct, frozen=True, kw_only=True):
     amount: Decimal
 
 
+class AssetDeposit(msgspec.Struct, frozen=True, kw_only=True):
+    account_id: str
+    symbol: str
+    qty: Decimal
+    price: Decimal
+
+
 class Asset(msgspec.Struct, frozen=True, kw_only=True):
     symbol: str
     asset_class: str = msgspec.field(name="class")
@@ -489,6 +496,16 @@ class BourseClient:
             "POST", f"/admin/accounts/{_segment(account_id)}/deposits", json=body
         )
         return self._decode(response, Deposit)
+
+    def deposit_asset(
+        self, account_id: str, symbol: str, qty: Decimal, price: Decimal
+    ) -> AssetDeposit:
+        """Transfer `qty` units of `symbol` into the account at cost basis `price` a unit."""
+        body = {"symbol": symbol, "qty": format(qty, "f"), "price": format(price, "f")}
+        response = self._request(
+            "POST", f"/admin/accounts/{_segment(account_id)}/assets", json=body
+        )
+        return self._decode(response, AssetDeposit)
 
     def halt(self, account_id: str, reason: str) -> AccountSummary:
         """Refuse the account's new orders until `resume`; returns the account."""

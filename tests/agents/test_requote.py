@@ -105,3 +105,23 @@ def test_the_ladder_follows_the_reference_once_it_moved_past_the_threshold() -> 
     assert moved_enough(D("100.00"), D("99.98"), D(2))
     assert moved_enough(D("100.00"), D("100.01"), D(0))
     assert not moved_enough(D("100.00"), D("100.00"), D(0))
+
+
+def test_a_maker_given_coins_quotes_both_sides_and_leans_around_them() -> None:
+    skewed = MakerConfig(size=D("0.1"), levels=3, max_inventory=D(2), skew_bps_per_unit=D(2))
+    # Holding its starting 2 coins: no lean, a full ladder on each side.
+    even = requote(BTC, skewed, D("65000.00"), D(2), [], D(0), target=D(2))
+    bids = sorted(q.price for q in even.place if q.side == "buy")
+    asks = sorted(q.price for q in even.place if q.side == "sell")
+    assert sides(even.place) == ([D("0.1")] * 3, [D("0.1")] * 3)
+    assert D("65000.00") - bids[-1] == asks[0] - D("65000.00")  # centred on the reference
+    # The same 2 coins without a target: at its max inventory it would only sell, lower.
+    leaning = requote(BTC, skewed, D("65000.00"), D(2), [], D(0))
+    assert sides(leaning.place)[0] == []
+    assert min(q.price for q in leaning.place) < asks[0]
+    # Before the coins arrive: bids only, as any flat crypto maker.
+    waiting = requote(BTC, skewed, D("65000.00"), D(0), [], D(0), target=D(2))
+    assert sides(waiting.place)[1] == []
+    # Sold down to 1.85 of its 2: it leans up (buys a little higher) within max_inventory.
+    sold = requote(BTC, skewed, D("65000.00"), D("1.85"), [], D(0), target=D(2))
+    assert max(q.price for q in sold.place if q.side == "buy") > bids[-1]

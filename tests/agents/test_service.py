@@ -92,6 +92,11 @@ class Exchange:
             orders.CashDeposited(ts=1, account_id=account_id, amount=D(cash)),
         )
 
+    async def admin_events(self) -> list[orders.OrdersEvent]:
+        """Every `orders.admin` message the journal holds, in order."""
+        deliveries = await read_view(self.nc, ORDERS.name, subjects.ORDERS_ADMIN)
+        return [orders.decode(d.data) for d in deliveries]
+
     def of(self, kind: type[Any], account_id: str) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind) and e.account_id == account_id]
 
@@ -267,10 +272,7 @@ async def test_a_restart_keeps_the_position_funds_nothing_twice_and_cancels_what
     # The second run found its account on the journal and sent nothing (it does not rely on
     # the 2-minute duplicate window, which would also have dropped a resend here).
     assert (crashed.stats.account_requests, again.stats.account_requests) == (2, 0)
-    admin = [
-        orders.decode(d.data)
-        for d in await read_view(exchange.nc, ORDERS.name, subjects.ORDERS_ADMIN)
-    ]
+    admin = await exchange.admin_events()
     assert [type(e) for e in admin if getattr(e, "account_id", "") == "mm-1"] == [
         orders.AccountOpened,
         orders.CashDeposited,
@@ -304,7 +306,8 @@ async def test_a_maker_without_coins_quotes_only_bids_on_crypto(
     exchange: Exchange, maker_nc: NATS
 ) -> None:
     await exchange.reference("BTC-USD", "65000.00", "65001.00")
-    maker = await MarketMakers(maker_nc, symbols=["BTC-USD"]).start()
+    penniless = MarketMakersConfig(holdings={})
+    maker = await MarketMakers(maker_nc, symbols=["BTC-USD"], config=penniless).start()
     try:
         await eventually(lambda: len(exchange.ladder("BTC-USD")[0]) == 3)
         bids, asks = exchange.ladder("BTC-USD")
@@ -314,6 +317,60 @@ async def test_a_maker_without_coins_quotes_only_bids_on_crypto(
     finally:
         await maker.stop()
     await eventually(lambda: exchange.ladder("BTC-USD") == ([], []))
+
+
+async def test_a_maker_given_coins_quotes_both_sides_and_a_buy_fills_once_ever_funded(
+    exchange: Exchange, maker_nc: NATS, nats_server: NatsServer
+) -> None:
+    await exchange.reference("BTC-USD", "65000.00", "65001.00")
+    maker = await MarketMakers(maker_nc, symbols=["BTC-USD"]).start()  # 2 coins by default
+    try:
+        await eventually(lambda: maker.position("BTC-USD") == 2, message="no coins deposited")
+        await eventually(
+            lambda: [len(side) for side in exchange.ladder("BTC-USD")] == [3, 3],
+            message="no two-sided BTC ladder",
+        )
+        bids, asks = exchange.ladder("BTC-USD")
+        assert bids[0][0] < D("65000.50") < asks[0][0]
+        assert not maker.stats.refusals
+
+        await exchange.trader("alice", "1000000")
+        await exchange.request(
+            subjects.ORDERS_NEW,
+            orders.OrderSubmitted(
+                ts=2,
+                order_id="alice-btc-1",
+                client_order_id="alice-btc-1",
+                account_id="alice",
+                symbol="BTC-USD",
+                side="buy",
+                kind="market",
+                time_in_force="gtc",
+                qty=D("0.15"),
+                reference_price=D("65000.50"),
+            ),
+        )
+        await eventually(
+            lambda: sum(e.qty for e in exchange.of(orders.Execution, "alice")) == D("0.15")
+        )
+        assert all(e.price >= asks[0][0] for e in exchange.of(orders.Execution, "alice"))
+        await eventually(lambda: maker.position("BTC-USD") == D("1.85"))
+    finally:
+        await maker.stop()
+
+    again_nc = await connect(nats_server.url, name="maker-again")
+    again = await MarketMakers(again_nc, symbols=["BTC-USD"]).start()
+    try:
+        assert again.position("BTC-USD") == D("1.85")
+    finally:
+        await again.stop()
+        await again_nc.close()
+    assert (maker.stats.account_requests, again.stats.account_requests) == (3, 0)
+    admin = await exchange.admin_events()
+    deposits = [e for e in admin if isinstance(e, orders.AssetDeposited)]
+    assert [(e.account_id, e.symbol, e.qty, e.price) for e in deposits] == [
+        ("mm-1", "BTC-USD", D(2), D("65000.50"))
+    ]
 
 
 async def test_the_registry_keeps_order_ids_per_account_and_symbol(

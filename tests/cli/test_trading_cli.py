@@ -133,6 +133,30 @@ def test_accounts_create_prints_credentials_that_work(platform: None, env: dict[
     assert shown == f"deposited 250.50 into account {made['account_id']}\n"
     assert ok_json("account", env=env, key=made)["cash"] == "5250.50"
 
+    moved = ok(
+        "accounts",
+        "transfer-in",
+        made["account_id"],
+        "BTC/USD",
+        "0.25",
+        "--price",
+        "64000",
+        env=env,
+    )
+    assert moved == f"transferred 0.25 BTC-USD at 64,000 into account {made['account_id']}\n"
+    held: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        nonlocal held
+        held = ok_json("positions", env=env, key=made)
+        return bool(held)
+
+    wait_for(arrived, "the transferred coins as a position")
+    assert [(p["symbol"], p["qty"], p["avg_entry_price"]) for p in held] == [
+        ("BTC-USD", "0.25", "64000")
+    ]
+    assert ok_json("account", env=env, key=made)["cash"] == "5250.50"
+
 
 def test_an_admin_halts_and_resumes_an_account(platform: None, env: dict[str, str]) -> None:
     made = new_account(env, "--cash", "1000")

@@ -330,6 +330,51 @@ async def test_an_admin_opens_an_account_whose_key_works_and_funds_it(
     assert (await owner.get("/v2/account")).json()["cash"] == "3000.25"
 
 
+async def test_coins_transferred_in_by_an_admin_are_a_position_that_can_be_sold(
+    exchange: ExchangeStack,
+) -> None:
+    await exchange.reference("BTC-USD", "65000.00")
+    owner = await exchange.trader("1000")
+    moved = await exchange.admin.http.post(
+        f"/admin/accounts/{owner.account_id}/assets",
+        json={"symbol": "BTC/USD", "qty": "0.5", "price": "60000"},
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json() == {
+        "account_id": owner.account_id,
+        "symbol": "BTC-USD",
+        "qty": "0.5",
+        "price": "60000",
+    }
+    positions: list[dict[str, Any]] = []
+
+    async def held() -> bool:
+        nonlocal positions
+        positions = (await owner.http.get("/v2/positions")).json()
+        return bool(positions)
+
+    await eventually(held, message="the coins never showed as a position")
+    [btc] = positions
+    assert (btc["symbol"], btc["qty"], btc["avg_entry_price"]) == ("BTC-USD", "0.5", "60000")
+    assert btc["cost_basis"] == "30000.0"
+    account = (await owner.http.get("/v2/account")).json()
+    assert account["cash"] == "1000"  # a transfer of coins moves no cash
+
+    sell = await owner.http.post(
+        "/v2/orders",
+        json={
+            "symbol": "BTC/USD",
+            "qty": "0.5",
+            "side": "sell",
+            "type": "limit",
+            "limit_price": "66000",
+            "time_in_force": "gtc",
+        },
+    )
+    assert sell.status_code == 200, sell.text
+    assert sell.json()["status"] in ("new", "accepted")
+
+
 async def test_an_admin_key_made_by_an_admin_administers(exchange: ExchangeStack) -> None:
     made = (await exchange.admin.http.post("/admin/accounts", json={"role": "admin"})).json()
     operator = exchange.client(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import msgspec
+
 from bourse.model import orders, positions
 from bourse.risk.core import RiskCore
 from bourse.risk.messages import Mark
@@ -78,6 +80,34 @@ def test_a_deposit_is_neither_profit_nor_a_recovery_from_drawdown() -> None:
     assert after.equity == before.equity + 5_000
     assert after.daily_pnl == before.daily_pnl == D(-1_000)
     assert after.peak_equity - after.equity == D(1_000)
+
+
+def test_coins_transferred_in_are_capital_then_marked_like_any_holding() -> None:
+    core = RiskCore()
+    feed(core, [*opened("alice", 10_000), fill("alice", "AAPL", "buy", 100, "100", 1)])
+    core.on_mark("AAPL", D(90), T0 + 1)  # equity 9,000: down 1,000 from the peak
+    before = metrics(core)
+    deposit = orders.AssetDeposited(
+        ts=T0 + 2, account_id="alice", symbol="BTC-USD", qty=D("0.5"), price=D(60_000)
+    )
+    feed(core, [deposit])
+    after = metrics(core)
+    assert after.equity == before.equity + 30_000  # no mark yet: at its cost basis
+    assert after.daily_pnl == before.daily_pnl == D(-1_000)
+    assert after.peak_equity - after.equity == D(1_000)
+    assert after.gross_exposure == before.gross_exposure + 30_000
+    core.on_mark("BTC-USD", D(62_000), T0 + 3)
+    assert metrics(core).daily_pnl == D(0)  # the coins gained 1,000 since they came in
+    # Invalid ones (as accounts refuses them) change nothing.
+    unchanged = metrics(core)
+    feed(
+        core,
+        [
+            msgspec.structs.replace(deposit, qty=D(0)),
+            msgspec.structs.replace(deposit, account_id="bob"),
+        ],
+    )
+    assert metrics(core) == unchanged
 
 
 def test_a_new_trading_day_starts_from_the_equity_at_the_close() -> None:

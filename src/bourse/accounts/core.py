@@ -47,6 +47,14 @@ class OpenOrder:
     reference_price: Decimal | None
 
 
+def deposit_is_valid(event: orders.AssetDeposited) -> bool:
+    """A deposit of units the ledgers book (accounts', and the risk engine's copy): a positive
+    quantity at a positive cost basis. (The gateway also refuses quantities off the lot size
+    and unknown symbols, which accounts ignores.)"""
+    qty, price = event.qty, event.price
+    return qty.is_finite() and qty > 0 and price.is_finite() and price > 0
+
+
 class _Refused(Exception):
     def __init__(self, code: RejectCode, message: str) -> None:
         self.code = code
@@ -79,6 +87,8 @@ class AccountsCore:
             case orders.CashDeposited(account_id=account, amount=amount):
                 if account in self.ledgers and amount.is_finite() and amount > 0:
                     self.ledgers[account].deposit(amount)
+            case orders.AssetDeposited():
+                return self._asset_deposited(event)
             case orders.TradingHalted(account_id=account, reason=reason):
                 self.halted[account] = reason
             case orders.TradingResumed(account_id=account):
@@ -267,22 +277,32 @@ class AccountsCore:
             order.leaves = fill.leaves_qty
             if fill.leaves_qty == 0:
                 self._close(fill.order_id)
-        position = ledger.position(fill.symbol)
-        return [
-            (
-                subjects.positions(fill.account_id, fill.symbol),
-                positions.PositionChanged(
-                    ts=fill.ts,
-                    account_id=fill.account_id,
-                    symbol=fill.symbol,
-                    qty=position.qty,
-                    avg_entry_price=position.avg_entry_price,
-                    realized_pnl=ledger.realized_pnl,
-                    cash=ledger.cash,
-                    match_id=fill.match_id,
-                ),
-            )
-        ]
+        return [self._position_changed(ledger, fill.ts, fill.symbol, match_id=fill.match_id)]
+
+    def _asset_deposited(self, event: orders.AssetDeposited) -> list[Output]:
+        ledger = self.ledgers.get(event.account_id)
+        instrument = self.instruments.get(event.symbol)
+        if ledger is None or instrument is None or not deposit_is_valid(event):
+            return []  # as a deposit of cash: only valid ones, into opened accounts
+        ledger.deposit_asset(event.symbol, event.qty, event.price)
+        return [self._position_changed(ledger, event.ts, event.symbol, match_id=0)]
+
+    @staticmethod
+    def _position_changed(ledger: Ledger, ts: int, symbol: str, *, match_id: int) -> Output:
+        position = ledger.position(symbol)
+        return (
+            subjects.positions(ledger.account_id, symbol),
+            positions.PositionChanged(
+                ts=ts,
+                account_id=ledger.account_id,
+                symbol=symbol,
+                qty=position.qty,
+                avg_entry_price=position.avg_entry_price,
+                realized_pnl=ledger.realized_pnl,
+                cash=ledger.cash,
+                match_id=match_id,
+            ),
+        )
 
     def _replaced(self, event: orders.OrderReplaced) -> None:
         order = self.open_orders.pop(event.order_id, None)

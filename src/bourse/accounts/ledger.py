@@ -171,6 +171,14 @@ class Ledger:
             raise ValueError(f"deposit must be a positive amount, got {amount}")
         self.cash += amount
 
+    def deposit_asset(self, symbol: str, qty: Decimal, price: Decimal) -> Decimal:
+        """Units transferred in at cost basis `price`: the position nets as a buy at that
+        price would (covering a short realizes its P&L), cash does not move; returns the
+        realized P&L."""
+        if not (qty.is_finite() and qty > 0 and price.is_finite() and price > 0):
+            raise ValueError(f"an asset deposit needs qty and price > 0, got {qty} at {price}")
+        return self._net(symbol, qty, price)
+
     def reserve(self, order_id: str, symbol: str, side: int, qty: Decimal, price: Decimal) -> None:
         short_qty = ZERO
         if side < 0:

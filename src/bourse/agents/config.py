@@ -22,8 +22,17 @@ DEFAULT_SYMBOL_CONFIGS: dict[str, MakerConfig] = {
 }
 
 
+# Coins the maker starts with (crypto cannot be sold short): as much as its ladder may buy,
+# so it can sell as far as it can buy, and it leans its quotes around this inventory.
+DEFAULT_HOLDINGS: dict[str, Decimal] = {"BTC-USD": Decimal(2), "ETH-USD": Decimal(40)}
+
+
 def _default_symbol_configs() -> dict[str, MakerConfig]:
     return dict(DEFAULT_SYMBOL_CONFIGS)
+
+
+def _default_holdings() -> dict[str, Decimal]:
+    return dict(DEFAULT_HOLDINGS)
 
 
 class MarketMakersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +40,9 @@ class MarketMakersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
 
     - `quoting`: the ladder for every symbol without an entry in `per_symbol`.
     - `deposit`: cash deposited once, when the account is opened (never again on restarts).
+    - `holdings`: units per symbol deposited once (`AssetDeposited`, at the first reference
+      price as cost basis), for what the account cannot sell short (crypto); the ladder then
+      leans around that inventory instead of around zero.
     - `requote_threshold_bps`: the reference must move this far from the one the ladder was
       built on before the ladder follows it (fills and confirmed cancels re-quote anyway).
     - `min_requote_interval`: seconds between two re-quotes of one symbol, at least.
@@ -44,6 +56,7 @@ class MarketMakersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     quoting: MakerConfig = MakerConfig()
     per_symbol: dict[str, MakerConfig] = msgspec.field(default_factory=_default_symbol_configs)
     deposit: Decimal = Decimal(10_000_000)
+    holdings: dict[str, Decimal] = msgspec.field(default_factory=_default_holdings)
     requote_threshold_bps: Decimal = Decimal(2)
     min_requote_interval: float = 0.2
     refusal_backoff: float = 1.0
@@ -53,6 +66,9 @@ class MarketMakersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     def __post_init__(self) -> None:
         if not self.deposit.is_finite() or self.deposit <= 0:
             raise ConfigError("deposit", self.deposit, "a positive amount of cash")
+        for symbol, qty in self.holdings.items():
+            if not qty.is_finite() or qty <= 0:
+                raise ConfigError(f"holdings[{symbol}]", qty, "a positive quantity")
         if not self.requote_threshold_bps.is_finite() or self.requote_threshold_bps < 0:
             raise ConfigError(
                 "requote_threshold_bps", self.requote_threshold_bps, "basis points >= 0"
@@ -70,10 +86,14 @@ class MarketMakersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     def for_symbol(self, symbol: str) -> MakerConfig:
         return self.per_symbol.get(symbol, self.quoting)
 
+    def holding(self, symbol: str) -> Decimal:
+        return self.holdings.get(symbol, Decimal(0))
+
 
 @dataclass
 class MakerStats:
-    account_requests: int = 0  # AccountOpened and CashDeposited sent (once per account ever)
+    # AccountOpened, CashDeposited and AssetDeposited sent (once per account ever)
+    account_requests: int = 0
     requotes: int = 0  # plans computed
     orders_sent: int = 0
     cancels_sent: int = 0

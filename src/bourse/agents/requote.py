@@ -44,6 +44,7 @@ def requote(
     position: Decimal,
     live: list[WorkingOrder],
     reserved_sells: Decimal,
+    target: Decimal = ZERO,
 ) -> Plan:
     """Cancels and orders that bring one symbol's resting orders to the ladder wanted now.
 
@@ -51,9 +52,11 @@ def requote(
     every sell not yet finished, the ones being cancelled included (accounts holds their coins
     until the cancel is confirmed). Where the account cannot sell short, the asks are cut to
     the position, and a new ask goes out only once the coins it needs are free: until the
-    maker holds something it quotes bids only.
+    maker holds something it quotes bids only. `target` is the inventory the ladder leans
+    around (the coins the maker was given to start with): its skew and its `max_inventory`
+    on either side count from there.
     """
-    desired = desired_quotes(instrument, config, reference, position)
+    desired = desired_quotes(instrument, config, reference, position - target)
     if can_short(instrument):
         return plan(desired, live)
     todo = plan(within_holdings(desired, position, instrument.lot_size), live)

@@ -12,8 +12,8 @@ events (`working.py`); what it reads back when it starts is in `recovery.py`.
     ...
     await makers.stop()   # cancels its orders and waits (bounded) for the confirmations
 
-Settings are in `config.py`. See docs/agents.md for the account, restarts, the crypto
-limitation and the subjects used.
+Settings are in `config.py`. See docs/agents.md for the account, restarts, the coins
+it is given for crypto and the subjects used.
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from bourse.agents.config import DEFAULT_SYMBOL_CONFIGS, MakerStats, MarketMakersConfig
+from bourse.agents.config import (
+    DEFAULT_HOLDINGS,
+    DEFAULT_SYMBOL_CONFIGS,
+    MakerStats,
+    MarketMakersConfig,
+)
 from bourse.agents.market_maker import Quote, WorkingOrder
 from bourse.agents.recovery import OrderRegistry, published_ids, read_positions, read_view
 from bourse.agents.requote import RequoteSchedule, moved_enough, requote
@@ -84,9 +89,17 @@ class MarketMakers:
         self.config = config or MarketMakersConfig()
         # The built-in crypto ladders may name symbols a smaller universe does not have.
         configured = [s for s in self.config.per_symbol if s not in DEFAULT_SYMBOL_CONFIGS]
+        configured += [s for s in self.config.holdings if s not in DEFAULT_HOLDINGS]
         for symbol in [*wanted, *configured]:
             if symbol not in known:
                 raise ConfigError("symbol", symbol, f"one of {', '.join(sorted(known))}")
+        for symbol, qty in self.config.holdings.items():
+            if symbol in known and qty % known[symbol].lot_size != 0:
+                raise ConfigError(
+                    f"holdings[{symbol}]",
+                    qty,
+                    f"a multiple of the lot size {known[symbol].lot_size}",
+                )
         if not wanted:
             raise ConfigError("symbols", wanted, "at least one symbol")
         self._nc = nc
@@ -107,6 +120,7 @@ class MarketMakers:
         )
         self._reported: set[tuple[str, str, str]] = set()
         self._registered: set[str] = set()  # symbols with ids in the registry
+        self._owed: set[str] = set()  # symbols whose starting holding is still to be deposited
         self._wake = asyncio.Event()  # something to quote
         self._changed = asyncio.Event()  # an order event was applied
         self._publisher: AckedPublisher | None = None
@@ -257,7 +271,11 @@ class MarketMakers:
 
     async def _open_account(self) -> None:
         opened, funded = self._msg_id("open"), self._msg_id("fund")
-        done = await published_ids(self._nc, ORDERS.name, subjects.ORDERS_ADMIN, (opened, funded))
+        held = {s: self._msg_id("holding", s) for s in self.symbols if self.config.holding(s) > 0}
+        done = await published_ids(
+            self._nc, ORDERS.name, subjects.ORDERS_ADMIN, (opened, funded, *held.values())
+        )
+        self._owed = {symbol for symbol, msg_id in held.items() if msg_id not in done}
         publisher = self._require_publisher()
         now = self._wall_clock()
         if opened not in done:
@@ -274,6 +292,24 @@ class MarketMakers:
             await publisher.publish(subjects.ORDERS_ADMIN, orders.encode(deposit), msg_id=funded)
             self.stats.account_requests += 1
             await publisher.flush()
+
+    async def _deposit_holding(self, symbol: str, reference: Decimal) -> None:
+        """Give the account its starting coins, once ever, at the first reference price (to
+        the tick) as their cost basis; the position report that follows re-quotes."""
+        qty = self.config.holding(symbol)
+        instrument = self._instruments[symbol]
+        price = (reference / instrument.tick_size).to_integral_value() * instrument.tick_size
+        log.info("market maker %s: depositing %s %s at %s", self.account_id, qty, symbol, price)
+        event = orders.AssetDeposited(
+            ts=self._wall_clock(), account_id=self.account_id, symbol=symbol, qty=qty, price=price
+        )
+        publisher = self._require_publisher()
+        await publisher.publish(
+            subjects.ORDERS_ADMIN, orders.encode(event), msg_id=self._msg_id("holding", symbol)
+        )
+        await publisher.flush()
+        self.stats.account_requests += 1
+        self._owed.discard(symbol)
 
     async def _cancel_leftovers(self) -> None:
         leftovers = await self._registry.load(self.account_id)
@@ -343,6 +379,8 @@ class MarketMakers:
         reference = self._prices.get(symbol)
         if reference is None:
             return
+        if symbol in self._owed:
+            await self._deposit_holding(symbol, reference)
         self.stats.requotes += 1
         self._quoted_at[symbol] = reference
         todo = requote(
@@ -352,6 +390,7 @@ class MarketMakers:
             self._book.position(symbol),
             self._book.live(symbol),
             self._book.reserved_sells(symbol),
+            target=self.config.holding(symbol),
         )
         # Cancels first: the journal keeps their order, so a new order never meets the old
         # one it replaces on the book.

@@ -102,6 +102,7 @@ def register(app: typer.Typer) -> None:
     group.command("create")(create_account)
     group.command("list")(list_accounts)
     group.command("deposit")(deposit)
+    group.command("transfer-in")(transfer_in)
     group.command("halt")(halt)
     group.command("resume")(resume)
     app.add_typer(group)
@@ -681,6 +682,27 @@ def deposit(
     with _client(api, key_id, secret, admin=True) as client:
         done = client.deposit(account_id, cash)
     typer.echo(f"deposited {_money(done.amount)} into account {done.account_id}")
+
+
+def transfer_in(
+    account_id: Annotated[str, typer.Argument(help="The account's id.")],
+    symbol: Annotated[str, typer.Argument(help="The asset, e.g. BTC/USD or AAPL.")],
+    qty: Annotated[str, typer.Argument(help="Units to add, e.g. 0.5.")],
+    price: Annotated[str, typer.Option(help="Cost basis per unit, e.g. 65000.")],
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+) -> None:
+    """Transfer units of an asset into an account (coins from a wallet, shares from another
+    broker) at a cost basis: the position grows, cash does not move."""
+    units = parse_decimal("qty", qty, "0.5")
+    cost = parse_decimal("--price", price, "65000")
+    with _client(api, key_id, secret, admin=True) as client:
+        done = client.deposit_asset(account_id, symbol, units, cost)
+    typer.echo(
+        f"transferred {_number(done.qty)} {done.symbol} at {_number(done.price)} "
+        f"into account {done.account_id}"
+    )
 
 
 def _trading(found: AccountSummary) -> str:

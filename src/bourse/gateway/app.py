@@ -24,7 +24,7 @@ from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,6 +87,21 @@ class DepositRequest(BaseModel):
     @classmethod
     def _exact(cls, value: Any) -> Decimal | None:
         return alpaca._decimal_field(value, "amount")
+
+
+class AssetDepositRequest(BaseModel):
+    """Units transferred into an account (coins from a wallet, shares from another broker),
+    with their cost basis per unit."""
+
+    model_config = ConfigDict(extra="forbid")
+    symbol: str
+    qty: Decimal
+    price: Decimal
+
+    @field_validator("qty", "price", mode="before")
+    @classmethod
+    def _exact(cls, value: Any, info: ValidationInfo) -> Decimal | None:
+        return alpaca._decimal_field(value, info.field_name or "value")
 
 
 class HaltRequest(BaseModel):
@@ -697,6 +712,32 @@ def create_app(ctx: GatewayContext) -> FastAPI:
             f"deposit:{uuid.uuid4()}",
         )
         return {"account_id": account_id, "amount": _json_decimal(body.amount)}
+
+    @app.post(
+        "/admin/accounts/{account_id}/assets",
+        summary="Transfer units of an asset into an account, at a cost basis",
+    )
+    async def deposit_asset(
+        _: Admin, account_id: str, body: Annotated[AssetDepositRequest, Body()]
+    ) -> Any:
+        instrument = desk.instrument(body.symbol)
+        desk.check_qty(instrument, body.qty)
+        desk.check_price(instrument, "price", body.price)
+        await known_account(account_id)
+        event = orders.AssetDeposited(
+            ts=time.time_ns(),
+            account_id=account_id,
+            symbol=instrument.symbol,
+            qty=body.qty,
+            price=body.price,
+        )
+        await desk.publish_admin(event, f"asset-deposit:{uuid.uuid4()}")
+        return {
+            "account_id": account_id,
+            "symbol": instrument.symbol,
+            "qty": _json_decimal(body.qty),
+            "price": _json_decimal(body.price),
+        }
 
     async def journal_for(account_id: str, event: orders.OrdersEvent, msg_id: str) -> Any:
         """Journal an administration event for a known account; the account once the read

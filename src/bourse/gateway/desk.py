@@ -58,6 +58,7 @@ def order_ids(event: ReadModelEvent) -> tuple[str, ...]:
         case (
             orders.AccountOpened()
             | orders.CashDeposited()
+            | orders.AssetDeposited()
             | orders.TradingHalted()
             | orders.TradingResumed()
         ):
@@ -228,7 +229,7 @@ class OrderDesk:
         return found
 
     @staticmethod
-    def _check_qty(instrument: Instrument, qty: Decimal) -> None:
+    def check_qty(instrument: Instrument, qty: Decimal) -> None:
         if qty <= 0:
             raise errors.unprocessable(
                 f"qty must be > 0, got {qty}", reason=str(RejectCode.INVALID_QUANTITY)
@@ -247,7 +248,7 @@ class OrderDesk:
             )
 
     @staticmethod
-    def _check_price(instrument: Instrument, name: str, price: Decimal | None) -> None:
+    def check_price(instrument: Instrument, name: str, price: Decimal | None) -> None:
         if price is None:
             return
         if price <= 0:
@@ -292,9 +293,9 @@ class OrderDesk:
     async def submit(self, account_id: str, request: NewOrder) -> Order:
         instrument = self.instrument(request.symbol)
         self._check_kind(request.kind, request.limit_price, request.stop_price)
-        self._check_qty(instrument, request.qty)
-        self._check_price(instrument, "limit_price", request.limit_price)
-        self._check_price(instrument, "stop_price", request.stop_price)
+        self.check_qty(instrument, request.qty)
+        self.check_price(instrument, "limit_price", request.limit_price)
+        self.check_price(instrument, "stop_price", request.stop_price)
         if not request.client_order_id:
             client_order_id = str(uuid.uuid4())  # ours, new: no order can hold it yet
         else:
@@ -392,13 +393,13 @@ class OrderDesk:
             )
         instrument = self.instrument(order.symbol)
         if change.qty is not None:
-            self._check_qty(instrument, change.qty)
+            self.check_qty(instrument, change.qty)
         if change.limit_price is not None and order.type not in ("limit", "stop_limit"):
             raise errors.unprocessable(f"limit_price is not allowed for {order.type} orders")
         if change.stop_price is not None and order.type not in ("stop", "stop_limit"):
             raise errors.unprocessable(f"stop_price is not allowed for {order.type} orders")
-        self._check_price(instrument, "limit_price", change.limit_price)
-        self._check_price(instrument, "stop_price", change.stop_price)
+        self.check_price(instrument, "limit_price", change.limit_price)
+        self.check_price(instrument, "stop_price", change.stop_price)
         new_client_order_id = change.client_order_id or str(uuid.uuid4())
         await self._unused_client_order_id(account_id, new_client_order_id)
         new_order_id = str(uuid.uuid4())

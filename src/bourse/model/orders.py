@@ -7,7 +7,7 @@ Subjects (built in `model.subjects`):
 | `orders.new` | OrderSubmitted | gateway -> accounts |
 | `orders.cancel` | CancelRequested | gateway -> accounts |
 | `orders.replace` | ReplaceRequested | gateway -> accounts |
-| `orders.admin` | AccountOpened, CashDeposited, TradingHalted, TradingResumed | admin -> accounts |
+| `orders.admin` | AccountOpened, Cash-, AssetDeposited, TradingHalted, -Resumed | admin |
 | `orders.session` | SessionClosed (day orders expire) | session clock -> engine |
 | `orders.validated.<order_id>` | Order-, Cancel-, ReplaceValidated | accounts -> engine |
 | `orders.rejected.<order_id>` | OrderRejected | accounts or engine -> everyone |
@@ -108,6 +108,17 @@ class AccountOpened(_Event, frozen=True, kw_only=True, tag="account_opened"):
 class CashDeposited(_Event, frozen=True, kw_only=True, tag="cash_deposited"):
     account_id: Id
     amount: Decimal
+
+
+class AssetDeposited(_Event, frozen=True, kw_only=True, tag="asset_deposited"):
+    """Units of an instrument transferred into the account from outside (coins moved in from
+    a wallet, shares from another broker), at `price` as their cost basis: the position grows
+    as a buy at that price would, and cash does not move."""
+
+    account_id: Id
+    symbol: str
+    qty: Decimal
+    price: Decimal
 
 
 class TradingHalted(_Event, frozen=True, kw_only=True, tag="trading_halted"):
@@ -213,6 +224,7 @@ OrdersEvent = (
     | ReplaceRequested
     | AccountOpened
     | CashDeposited
+    | AssetDeposited
     | TradingHalted
     | TradingResumed
     | SessionClosed

@@ -21,6 +21,7 @@ import hashlib
 from decimal import Decimal
 from typing import NamedTuple
 
+from bourse.accounts.core import deposit_is_valid
 from bourse.accounts.ledger import Ledger, Position
 from bourse.model import orders, positions, subjects
 from bourse.risk.levels import Level, next_level, thresholds
@@ -76,6 +77,8 @@ class RiskCore:
                     self.accounts[account_id] = AccountRisk(Ledger(account_id))
             case orders.CashDeposited(account_id=account_id, amount=amount):
                 return self._deposit(account_id, amount, event.ts)
+            case orders.AssetDeposited():
+                return self._asset_deposited(event)
             case orders.OrderSubmitted(account_id=account_id):
                 account = self.accounts.get(account_id)
                 if account is not None:
@@ -162,6 +165,18 @@ class RiskCore:
         account.peak_equity += amount
         account.day_start_equity += amount
         return self._evaluate(account, ts)
+
+    def _asset_deposited(self, event: orders.AssetDeposited) -> list[RiskOutput]:
+        account = self.accounts.get(event.account_id)
+        if account is None or not deposit_is_valid(event):
+            return []  # accounts ignores these too
+        account.ledger.deposit_asset(event.symbol, event.qty, event.price)
+        # Units transferred in are new capital at their cost basis, as cash would be.
+        capital = event.qty * event.price
+        account.peak_equity += capital
+        account.day_start_equity += capital
+        self._held(account, event.symbol)
+        return self._evaluate(account, event.ts)
 
     def _execution(self, fill: orders.Execution) -> list[RiskOutput]:
         account = self.accounts.get(fill.account_id)

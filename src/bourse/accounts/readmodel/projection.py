@@ -322,6 +322,7 @@ class _Batch:
                 case (
                     orders.AccountOpened()
                     | orders.CashDeposited()
+                    | orders.AssetDeposited()
                     | orders.TradingHalted()
                     | orders.TradingResumed()
                     | positions.PositionChanged()

@@ -135,6 +135,8 @@ class Projector:
                 return _position(event, view)
             case orders.CancelRequested() | orders.ReplaceRequested():
                 return []  # requests change nothing until accounts decides on them
+            case orders.AssetDeposited():
+                return []  # cash does not move; the position comes on POSITIONS
             case orders.SessionClosed():
                 return []  # the engine's expiries (OrderCancelled) say what it changed
 
