@@ -359,6 +359,13 @@ async def test_coins_transferred_in_by_an_admin_are_a_position_that_can_be_sold(
     assert btc["cost_basis"] == "30000.0"
     account = (await owner.http.get("/v2/account")).json()
     assert account["cash"] == "1000"  # a transfer of coins moves no cash
+    # One position by any of its names: ours, Alpaca's for orders, Alpaca's for positions.
+    for name in ("BTC-USD", "BTC/USD", "btcusd"):
+        one = await owner.http.get(f"/v2/positions/{name}")
+        assert one.status_code == 200, (name, one.text)
+        assert one.json()["qty"] == "0.5"
+    asset = await owner.http.get("/v2/assets/BTC/USD")
+    assert asset.status_code == 200 and asset.json()["symbol"] == "BTC-USD", asset.text
 
     sell = await owner.http.post(
         "/v2/orders",

@@ -562,7 +562,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
             if p.symbol in desk.instruments
         ]
 
-    @app.get("/v2/positions/{symbol_or_asset_id}", summary="One open position")
+    @app.get("/v2/positions/{symbol_or_asset_id:path}", summary="One open position")
     async def get_position(who: Who, symbol_or_asset_id: str) -> dict[str, Any]:
         instrument = _instrument_for(symbol_or_asset_id)
         found = await desk.read(queries.get_position, who.account_id, instrument.symbol)
@@ -619,7 +619,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
             raise errors.unprocessable(f"{name} must be finite, got {value}")
         return number
 
-    @app.delete("/v2/positions/{symbol_or_asset_id}", summary="Close a position")
+    @app.delete("/v2/positions/{symbol_or_asset_id:path}", summary="Close a position")
     async def close_position(
         who: Who,
         symbol_or_asset_id: str,
@@ -671,7 +671,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
             found.append(alpaca.asset_json(instrument))
         return found
 
-    @app.get("/v2/assets/{symbol_or_asset_id}", summary="One asset")
+    @app.get("/v2/assets/{symbol_or_asset_id:path}", summary="One asset")
     async def get_asset(symbol_or_asset_id: str) -> dict[str, Any]:
         try:
             return alpaca.asset_json(_instrument_for(symbol_or_asset_id))

@@ -170,6 +170,8 @@ class OrderDesk:
         self._db = db
         self.prices = prices
         self.instruments = {i.symbol: i for i in instruments}
+        # Alpaca names crypto positions without a separator (BTCUSD); take that form too.
+        self._aliases = {i.symbol.replace("-", ""): i for i in instruments if "-" in i.symbol}
         self._decision_timeout = decision_timeout
         self._engine_timeout = engine_timeout
         # Waits until the read model has applied ORDERS up to its end as of the call.
@@ -220,7 +222,7 @@ class OrderDesk:
 
     def instrument(self, symbol: str) -> Instrument:
         normalized = symbol.strip().upper().replace("/", "-")
-        found = self.instruments.get(normalized)
+        found = self.instruments.get(normalized) or self._aliases.get(normalized)
         if found is None:
             raise errors.unprocessable(
                 f"asset {symbol!r} not found (tradable: {', '.join(sorted(self.instruments))})",
