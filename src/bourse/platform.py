@@ -37,7 +37,7 @@ from bourse.bus.fold import FoldService
 from bourse.bus.lease import Lease, LeaseHeld
 from bourse.bus.server import NatsServer
 from bourse.bus.streams import provision_streams
-from bourse.engine.service import engine_service
+from bourse.engine.service import engine_service, serve_depth_queries
 from bourse.engine.session import SessionClock
 from bourse.errors import BourseError, ConfigError
 from bourse.feed.runner import FeedRunner, simulated_batches
@@ -201,6 +201,7 @@ class Platform:
     gateway: Gateway | None = None
     credentials: Credentials | None = None
     _queries: Subscription | None = None
+    _depth_queries: Subscription | None = None
     session: SessionClock | None = None
     makers: MarketMakers | None = None
     history: HistoryService | None = None
@@ -250,8 +251,9 @@ class Platform:
         accounts = accounts_service(self.nc) if config.runs("accounts") else None
         if accounts is not None:
             self.services.append(accounts)
-        if config.runs("engine"):
-            self.services.append(engine_service(self.nc))
+        engine = engine_service(self.nc) if config.runs("engine") else None
+        if engine is not None:
+            self.services.append(engine)
         if config.runs("risk"):
             risk = config.risk if config.risk is not None else default_config([MARKET_MAKER])
             self.services.append(risk_service(self.nc, config=risk))
@@ -260,6 +262,8 @@ class Platform:
             self._tasks.append(asyncio.create_task(service.join(), name=service.name))
         if accounts is not None:
             self._queries = await serve_queries(self.nc, accounts)
+        if engine is not None:
+            self._depth_queries = await serve_depth_queries(self.nc, engine)
         if config.runs("analytics"):
             # Bars, VWAP, NBBO and arbitrage from MARKET_DATA onto ANALYTICS; resumes from
             # its snapshot.
@@ -494,6 +498,8 @@ class Platform:
             await self._probes.aclose()
         if self._queries is not None:
             await self._step("the ledger queries", self._queries.unsubscribe)
+        if self._depth_queries is not None:
+            await self._step("the depth queries", self._depth_queries.unsubscribe)
         if self.alerts is not None:
             # Waits for its firings' acks, writes a snapshot.
             await self._step("the alerts service", self.alerts.stop)

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import websockets
 
+from bourse.engine.service import UnknownBook, decode_depth
 from bourse.gateway.dashboard import Conflation, kind_of, read_demo_keys
 from bourse.model import marketdata, subjects
 from tests.conftest import eventually
@@ -110,8 +112,47 @@ async def test_the_market_websocket_authenticates_then_relays_market_data(
             except TimeoutError:
                 continue
             assert frame["type"] == "md"
-            seen.extend(frame["items"])
+            seen.extend(item for item in frame["items"] if item["type"] == "quote")
         assert seen[0]["symbol"] == "AAPL" and seen[0]["bid"] == "190.00"
+
+
+async def test_a_page_that_joins_gets_the_bourse_book_without_waiting_for_a_change(
+    exchange: ExchangeStack,
+) -> None:
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader()
+    order = {
+        "symbol": "AAPL",
+        "qty": "3",
+        "side": "buy",
+        "type": "limit",
+        "limit_price": "189.50",
+        "time_in_force": "gtc",
+    }
+    placed = await alice.http.post("/v2/orders", json=order)
+    assert placed.status_code == 200 and placed.json()["status"] == "new", placed.text
+
+    # The engine answers for its book as it is now; a symbol it has no book of is an error.
+    reply = await exchange.nc.request(subjects.engine_depth("AAPL"), b"", timeout=5)
+    book = decode_depth(reply.data)
+    assert (book.venue, book.bids, book.asks) == ("bourse", [(Decimal("189.50"), Decimal(3))], [])
+    unknown = await exchange.nc.request(subjects.engine_depth("NOPE"), b"", timeout=5)
+    with pytest.raises(UnknownBook, match="NOPE"):
+        decode_depth(unknown.data)
+
+    # Nothing changes on the book from here on: a page sees it only if it is sent on joining.
+    url = exchange.url.replace("http://", "ws://") + "/dashboard/ws"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"action": "auth", "key": alice.key_id, "secret": alice.secret}))
+        assert json.loads(await ws.recv()) == {"type": "authorized"}
+        depths: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while not depths:  # frames of other data may come first; a missing book times out
+            frame = json.loads(await ws_recv(ws, deadline - time.monotonic()))
+            depths = [i for i in frame["items"] if i["type"] == "depth" and i["symbol"] == "AAPL"]
+        assert [(d["bids"], d["asks"], d["seq"]) for d in depths] == [
+            ([["189.50", "3"]], [], book.seq)
+        ]
 
 
 async def ws_recv(ws: websockets.ClientConnection, timeout: float) -> str | bytes:

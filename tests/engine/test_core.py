@@ -127,3 +127,23 @@ def test_replace_reports_old_and_new_ids() -> None:
         True,
     )
     assert engine.book("AAPL").order("o2") is not None
+
+
+def test_the_book_now_is_the_last_depth_published_and_orders_after_every_one() -> None:
+    engine = MatchingEngine(DEFAULT_UNIVERSE)
+    published: list[marketdata.MarketData] = []
+    for n, (side, price) in enumerate([("buy", "189.90"), ("sell", "190.10"), ("buy", "189.95")]):
+        order = submitted(f"o{n}", "maker", side, "5", price)
+        published += [
+            m for _, m in engine.apply(validated(order, ts=10 + n)) if hasattr(m, "venue")
+        ]
+    last = [m for m in published if isinstance(m, marketdata.Depth)][-1]
+    now = engine.depth_now("AAPL", ts=99)
+    assert now is not None
+    assert (now.bids, now.asks) == (last.bids, last.asks)
+    assert now.bids == [(D("189.95"), D(5)), (D("189.90"), D(5))]
+    assert now.seq == max(m.seq for m in published)  # no depth published so far is newer
+    # A book nobody traded is empty; a symbol nobody lists has none.
+    empty = engine.depth_now("MSFT", ts=99)
+    assert empty is not None and (empty.bids, empty.asks) == ([], [])
+    assert engine.depth_now("NOPE", ts=99) is None

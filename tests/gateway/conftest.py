@@ -26,7 +26,7 @@ from bourse.analytics import messages as analytics_messages
 from bourse.analytics.bars import Bar
 from bourse.analytics.nbbo import Nbbo
 from bourse.bus.fold import FoldService
-from bourse.engine.service import engine_service
+from bourse.engine.service import engine_service, serve_depth_queries
 from bourse.gateway.app import open_account
 from bourse.gateway.mdstream import MarketDataConfig, MarketDataStream
 from bourse.gateway.server import Gateway, GatewayConfig
@@ -110,6 +110,7 @@ async def exchange(nc: NATS, js: JetStreamContext, tmp_path: Path) -> AsyncItera
     await accounts.start()
     await engine.start()
     queries: Subscription = await serve_queries(nc, accounts)
+    depth_queries = await serve_depth_queries(nc, engine)
     history = await HistoryService(nc, open_store(None, home=tmp_path)).start()
     gateway = Gateway(nc, GatewayConfig(port=0, rate=1000, burst=2000), home=tmp_path)
     await gateway.start()
@@ -135,6 +136,7 @@ async def exchange(nc: NATS, js: JetStreamContext, tmp_path: Path) -> AsyncItera
         await history.stop()
         history.store.close()
         await queries.unsubscribe()
+        await depth_queries.unsubscribe()
         await engine.stop()
         await accounts.stop()
 

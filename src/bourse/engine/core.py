@@ -297,27 +297,31 @@ class MatchingEngine:
         )
         return out
 
+    def depth_now(self, symbol: str, ts: int) -> marketdata.Depth | None:
+        """The book's top levels as they are now, for a client that joins (None: no such
+        symbol). Its `seq` is the venue's latest: every depth published after it is newer,
+        and every one before it (or still in flight) is included in it."""
+        scale = self._scales.get(symbol)
+        if scale is None:
+            return None
+        return self._depth(symbol, scale, ts, self._md_seq)
+
+    def _depth(self, symbol: str, scale: _Scale, ts: int, seq: int) -> marketdata.Depth:
+        book = self._books[symbol]
+        return marketdata.Depth(
+            symbol=symbol,
+            venue=VENUE,
+            bids=[(scale.price(p), scale.qty(q)) for p, q in book.depth(Side.BUY, DEPTH_LEVELS)],
+            asks=[(scale.price(p), scale.qty(q)) for p, q in book.depth(Side.SELL, DEPTH_LEVELS)],
+            ts=ts,
+            seq=seq,
+        )
+
     def _market_data(self, symbol: str, scale: _Scale, ts: int) -> list[Output]:
         book = self._books[symbol]
         self._md_seq += 1
         out: list[Output] = [
-            (
-                subjects.market_data(VENUE, symbol),
-                marketdata.Depth(
-                    symbol=symbol,
-                    venue=VENUE,
-                    bids=[
-                        (scale.price(p), scale.qty(q))
-                        for p, q in book.depth(Side.BUY, DEPTH_LEVELS)
-                    ],
-                    asks=[
-                        (scale.price(p), scale.qty(q))
-                        for p, q in book.depth(Side.SELL, DEPTH_LEVELS)
-                    ],
-                    ts=ts,
-                    seq=self._md_seq,
-                ),
-            )
+            (subjects.market_data(VENUE, symbol), self._depth(symbol, scale, ts, self._md_seq))
         ]
         bid, ask = book.best(Side.BUY), book.best(Side.SELL)
         if bid is not None and ask is not None:

@@ -50,6 +50,7 @@ from bourse.bus.monitor import (
     measure,
     take_snapshot,
 )
+from bourse.engine.core import VENUE
 from bourse.gateway.app import GatewayContext, Who
 from bourse.model import subjects
 
@@ -99,6 +100,13 @@ class Conflation:
             self._events.append(payload)
         self.pending.set()
 
+    def offer_if_newer_absent(self, subject: str, kind: str, payload: bytes) -> None:
+        """A snapshot taken on joining: pending only if nothing live of its kind on `subject`
+        is (a live message taken after it was made is newer; the page orders by `seq` the
+        ones it has already been sent)."""
+        if (subject, kind) not in self._latest:
+            self.offer(subject, kind, payload)
+
     def take(self) -> bytes | None:
         """One frame with everything pending (None when nothing is), and start afresh."""
         self.pending.clear()
@@ -116,11 +124,25 @@ class Conflation:
 
 
 class MarketRelay:
-    def __init__(self, nc: NATS, *, max_events: int = 500) -> None:
+    """Pages join and leave; while any is here, `md.>` and arbitrage events go to each. A page
+    that joins first gets the bourse venue's book for each of `books` from the engine
+    (`engine.depth.<symbol>`): a quiet book may not change for minutes."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        books: tuple[str, ...] = (),
+        max_events: int = 500,
+        book_timeout: float = 2.0,
+    ) -> None:
         self._nc = nc
+        self._books = books
         self._max_events = max_events
+        self._book_timeout = book_timeout
         self._pages: set[Conflation] = set()
         self._subscriptions: list[Subscription] = []
+        self._seeding: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
     async def join(self) -> Conflation:
@@ -134,7 +156,26 @@ class MarketRelay:
                             subject, cb=self._on_message, pending_msgs_limit=65_536
                         )
                     )
+        if self._books:
+            task = asyncio.create_task(self._seed(page), name="dashboard books")
+            self._seeding.add(task)
+            task.add_done_callback(self._seeding.discard)
         return page
+
+    async def _seed(self, page: Conflation) -> None:
+        async def book(symbol: str) -> None:
+            try:
+                reply = await self._nc.request(
+                    subjects.engine_depth(symbol), b"", timeout=self._book_timeout
+                )
+            except Exception as error:  # no engine here, or a slow one: live depth will do
+                log.debug("no book of %s for a new page: %r", symbol, error)
+                return
+            if kind_of(reply.data) == "depth" and page in self._pages:
+                subject = subjects.market_data(VENUE, symbol)
+                page.offer_if_newer_absent(subject, "depth", reply.data)
+
+        await asyncio.gather(*(book(symbol) for symbol in self._books))
 
     async def leave(self, page: Conflation) -> None:
         async with self._lock:
@@ -143,6 +184,8 @@ class MarketRelay:
                 await self._unsubscribe()
 
     async def stop(self) -> None:
+        for task in list(self._seeding):
+            task.cancel()
         async with self._lock:
             self._pages.clear()
             await self._unsubscribe()

@@ -210,7 +210,7 @@ class Gateway:
             },
         )
         self.ops.start()
-        self.dashboard_relay = MarketRelay(self._nc)
+        self.dashboard_relay = MarketRelay(self._nc, books=tuple(desk.instruments))
         register_dashboard(
             api,
             self.context,

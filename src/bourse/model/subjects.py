@@ -135,6 +135,12 @@ def positions(account_id: str, symbol: str) -> str:
     return f"{POSITIONS_ROOT}.{account_id}.{symbol}"
 
 
+def engine_depth(symbol: str) -> str:
+    """Request/reply: the engine answers with the bourse venue's book for `symbol` as it is
+    now (a `Depth`), so a client that joins need not wait for the book's next change."""
+    return f"engine.depth.{symbol}"
+
+
 def account_ledger(account_id: str) -> str:
     """Request/reply: the accounts service answers with the account's ledger as it is now."""
     return f"{ACCOUNTS_ROOT}.ledger.{account_id}"
