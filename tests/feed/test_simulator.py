@@ -61,10 +61,12 @@ def test_quotes_are_valid_on_tick_and_lot(seed: int) -> None:
         assert marketdata.decode(marketdata.encode(message)) == message
 
 
-def test_venues_disagree_slightly_and_sometimes_cross() -> None:
-    """Best bid/offer and arbitrage need venues that differ; they must stay close, too."""
+def test_venues_disagree_slightly_and_now_and_then_cross() -> None:
+    """Best bid/offer and arbitrage need venues that differ; they must stay close, too, and
+    cross only now and then, as liquid markets do (a crossed best bid/offer most of the
+    time would make both meaningless)."""
     latest: dict[tuple[str, str], Quote] = {}
-    crossed = 0
+    crossed = compared = 0
     for message in run(11, 2000):
         if not isinstance(message, Quote):
             continue
@@ -74,8 +76,9 @@ def test_venues_disagree_slightly_and_sometimes_cross() -> None:
             best_bid = max(q.bid for q in quotes)
             best_ask = min(q.ask for q in quotes)
             crossed += best_bid > best_ask
+            compared += 1
             assert abs(quotes[0].mid - quotes[1].mid) / quotes[0].mid < Decimal("0.005")
-    assert crossed > 0
+    assert 0 < crossed < compared * 0.05, (crossed, compared)
 
 
 def test_prices_move_like_gbm_over_a_simulated_year() -> None:

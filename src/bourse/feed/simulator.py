@@ -4,7 +4,8 @@ The core is pure and deterministic: given the same instruments, seed and timesta
 the same messages. Each symbol's reference price follows GBM with its own drift and
 volatility; each venue quotes around it with a small mean-reverting offset of its own, so
 venues disagree slightly (best bid/offer across venues and arbitrage are meaningful) and now
-and then cross. Spreads and sizes are drawn per quote; a fraction of ticks also print a trade
+and then cross (on about 3 % of quotes by default: a crossed market most of the time would
+make both meaningless). Spreads and sizes are drawn per quote; a fraction of ticks also print a trade
 at the touch.
 """
 
@@ -31,7 +32,7 @@ class SymbolParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     drift: float = 0.05
     volatility: float = 0.30
     spread_bps: float = 2.0
-    venue_dispersion_bps: float = 1.5
+    venue_dispersion_bps: float = 0.5
     trade_probability: float = 0.3
 
 
