@@ -5,8 +5,8 @@ the same messages. Each symbol's reference price follows GBM with its own drift 
 volatility; each venue quotes around it with a small mean-reverting offset of its own, so
 venues disagree slightly (best bid/offer across venues and arbitrage are meaningful) and now
 and then cross (on about 3 % of quotes by default: a crossed market most of the time would
-make both meaningless). Spreads and sizes are drawn per quote; a fraction of ticks also print a trade
-at the touch.
+make both meaningless). Spreads and sizes are drawn per quote; a fraction of ticks also
+print a trade at the touch.
 """
 
 from __future__ import annotations
