@@ -108,6 +108,21 @@ class UnexpectedAnswer(BourseError):
 # ---- what the API answers ----
 
 
+class FillActivity(msgspec.Struct, frozen=True, kw_only=True):
+    """One fill, as GET /v2/account/activities lists it."""
+
+    id: str
+    transaction_time: datetime
+    type: str  # fill | partial_fill
+    order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    cum_qty: Decimal
+    leaves_qty: Decimal
+
+
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     client_order_id: str
@@ -398,6 +413,11 @@ class BourseClient:
         if client_order_id is not None:
             body["client_order_id"] = client_order_id
         return self._decode(self._request("POST", "/v2/orders", json=body), Order)
+
+    def fills(self, *, limit: int = 50) -> list[FillActivity]:
+        """The account's latest fills, newest first (at most 100)."""
+        params = {"page_size": str(limit)}
+        return self._get("/v2/account/activities/FILL", list[FillActivity], params=params)
 
     def orders(
         self,

@@ -218,10 +218,31 @@ def test_positions_show_both_sides_of_the_trade(trade: Trade, env: dict[str, str
     assert ok_json("account", env=env, key=trade.buyer)["cash"] == "98740.00"
 
 
+def test_fills_lists_each_sides_trade(trade: Trade, env: dict[str, str]) -> None:
+    for key, side in ((trade.seller, "sell"), (trade.buyer, "buy")):
+        found = ok_json("fills", env=env, key=key)
+        assert [(f["symbol"], f["side"], f["qty"], f["price"], f["cum_qty"]) for f in found] == [
+            ("MSFT", side, "3", "420.00", "3")
+        ]
+    table = ok("fills", env=env, key=trade.seller)
+    row = next(line for line in table.splitlines() if "MSFT" in line)
+    assert row.split()[1:] == [
+        trade.resting["id"][:8],
+        "MSFT",
+        "sell",
+        "3",
+        "420.00",
+        "3",
+        "of",
+        "3",
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
         (["order", "buy", "AAPL", "0"], 1, "qty must be > 0, got 0"),
+        (["fills", "--limit", "0"], 2, "from 1 to 100"),
         (["order", "buy", "NOPE", "1", "--limit", "1"], 1, "asset 'NOPE' not found (tradable: "),
         (["order", "buy", "AAPL", "1", "--limit", "abc"], 2, "invalid --limit: 'abc'"),
         (["order", "hold", "AAPL", "1"], 2, "invalid side: 'hold'; accepted: buy, sell"),

@@ -105,6 +105,25 @@ async def test_nothing_private_without_keys_then_sign_in_and_prices_move(
         assert rebound.status_code == 204 and rebound.content == b""
 
 
+async def test_fills_from_before_the_page_was_opened_are_listed(
+    page: Page, platform: Platform
+) -> None:
+    assert platform.gateway is not None
+    keys = {
+        "APCA-API-KEY-ID": platform.credentials.key_id,
+        "APCA-API-SECRET-KEY": platform.credentials.secret,
+    }
+    async with httpx.AsyncClient(base_url=platform.gateway.url, headers=keys) as client:
+        order = {"symbol": "MSFT", "qty": "3", "side": "buy", "type": "market"}
+        placed = await client.post("/v2/orders", json={**order, "time_in_force": "day"})
+        assert placed.status_code == 200 and placed.json()["status"] == "filled", placed.text
+        price = Decimal(placed.json()["filled_avg_price"])
+    await sign_in(page, platform)
+    first = page.locator("#fills tbody tr").first
+    await expect(first).to_contain_text("MSFT")
+    await expect(first).to_contain_text(f"{price:,.2f}")
+
+
 async def test_market_order_fills_and_the_position_and_cash_follow(
     page: Page, platform: Platform, screenshots: Path
 ) -> None:

@@ -553,6 +553,23 @@ CASES = [
     ),
     # ---- query parameters of GET /v2/orders ----
     case("status=bogus", "GET", "/v2/orders?status=bogus", 422, "status", "'open'"),
+    case("after year 1", "GET", "/v2/orders?after=0001-01-01", 422, "after", "1970-01-01"),
+    case(
+        "until year 1",
+        "GET",
+        "/v2/orders?until=0001-01-01T00:00:00Z",
+        422,
+        "until",
+        "1970-01-01",
+    ),
+    case(
+        "fills until year 1",
+        "GET",
+        "/v2/account/activities?until=0001-01-01",
+        422,
+        "until",
+        "1970-01-01",
+    ),
     case("limit=0", "GET", "/v2/orders?limit=0", 422, "limit", "1"),
     case("limit=501", "GET", "/v2/orders?limit=501", 422, "limit", "500"),
     case("limit=ten", "GET", "/v2/orders?limit=ten", 422, "limit", "integer"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.gateway.conftest import ExchangeStack
+from tests.gateway.conftest import ExchangeStack, Trader
 
 
 def limit(symbol: str, side: str, qty: str, price: str, **extra: str) -> dict[str, str]:
@@ -117,3 +117,62 @@ async def test_a_body_sent_as_a_form_or_untyped_is_read_as_json(exchange: Exchan
         assert answer.status_code == 200, answer.text
     text = await alice.http.post("/v2/orders", content=body, headers={"content-type": "text/plain"})
     assert text.status_code == 400
+
+
+async def test_fills_are_listed_as_alpaca_account_activities_page_by_page(
+    exchange: ExchangeStack,
+) -> None:
+    await exchange.reference("AAPL", "190.00")
+    seller = await exchange.trader(shorting=True)
+    buyer = await exchange.trader("10000")
+    resting = await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "10", "190.00"))
+    order_id = resting.json()["id"]
+    for qty in ("4", "6"):
+        taking = await buyer.http.post("/v2/orders", json=limit("AAPL", "buy", qty, "190.00"))
+        assert taking.json()["status"] == "filled", taking.text
+
+    async def fills(query: str = "", who: Trader = seller) -> list[dict[str, str]]:
+        answer = await who.http.get(f"/v2/account/activities{query}")
+        assert answer.status_code == 200, answer.text
+        found: list[dict[str, str]] = answer.json()
+        return found
+
+    newest_first = await fills()
+    assert [
+        (a["activity_type"], a["type"], a["qty"], a["cum_qty"], a["leaves_qty"], a["order_status"])
+        for a in newest_first
+    ] == [
+        ("FILL", "fill", "6", "10", "0", "filled"),
+        ("FILL", "partial_fill", "4", "4", "6", "partially_filled"),
+    ]
+    assert {(a["order_id"], a["side"], a["symbol"], a["price"]) for a in newest_first} == {
+        (order_id, "sell", "AAPL", "190.00")
+    }
+    assert all(a["id"].split("::")[0].isdigit() for a in newest_first)
+    assert await fills("/FILL") == newest_first
+    assert await fills("?direction=asc") == newest_first[::-1]
+
+    # Page by page: a page token is the last id of the page before.
+    first = await fills("?page_size=1")
+    second = await fills(f"?page_size=1&page_token={first[0]['id']}")
+    third = await fills(f"?page_size=1&page_token={second[0]['id']}")
+    assert [*first, *second, *third] == newest_first
+
+    # By time: today's, none before today, none with a type Bourse has none of.
+    today = newest_first[0]["transaction_time"][:10]
+    assert await fills(f"?date={today}") == newest_first
+    assert await fills(f"?until={today}") == []
+    assert await fills("?after=9999-12-31") == []  # beyond 64-bit nanoseconds: still a bound
+    assert await fills("?activity_types=DIV,CSD") == []
+    # Each account sees its own: the buyer's two orders each filled once.
+    assert [a["side"] for a in await fills(who=buyer)] == ["buy", "buy"]
+
+    for query, says in [
+        ("/BOGUS", "'BOGUS'"),
+        ("?page_token=nope", "page_token"),
+        ("?date=yesterday", "date"),
+        ("?page_size=0", "page_size"),
+    ]:
+        refused = await seller.http.get(f"/v2/account/activities{query}")
+        assert refused.status_code == 422, (query, refused.text)
+        assert says in refused.json()["message"], (query, refused.json())

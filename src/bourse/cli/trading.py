@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
     for name, command in (
         ("order", order),
         ("orders", list_orders),
+        ("fills", list_fills),
         ("cancel", cancel),
         ("positions", positions),
         ("close", close),
@@ -374,6 +375,48 @@ def list_orders(
         _print_json(found)
     else:
         Console().print(orders_table(found, f"Orders ({chosen})"))
+
+
+def list_fills(
+    limit: Annotated[int, typer.Option(help="At most this many, newest first (1-100).")] = 20,
+    api: ApiOption = None,
+    key_id: KeyIdOption = None,
+    secret: SecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the account's latest fills (trades), newest first."""
+    if not 1 <= limit <= 100:
+        raise ConfigError("--limit", limit, "a number of fills from 1 to 100")
+    with _client(api, key_id, secret) as client:
+        found = client.fills(limit=limit)
+    if as_json:
+        _print_json(found)
+        return
+    table = _table(
+        "Fills",
+        (
+            ("Time UTC", "left"),
+            ("Order", "left"),
+            ("Symbol", "left"),
+            ("Side", "left"),
+            ("Qty", "right"),
+            ("Price", "right"),
+            ("Order filled", "right"),
+        ),
+    )
+    for f in found:
+        table.add_row(
+            _time(f.transaction_time),
+            f.order_id[:SHORT_ID],
+            f.symbol,
+            f.side,
+            _number(f.qty),
+            _number(f.price),
+            f"{_number(f.cum_qty)} of {_number(f.cum_qty + f.leaves_qty)}",
+        )
+    if not found:
+        table.caption = "no fills"
+    Console().print(table)
 
 
 def cancel(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bourse.accounts.readmodel.rows import Order, Position
+from bourse.accounts.readmodel.rows import Fill, Order, Position
 from bourse.model.instruments import AssetClass, Instrument
 
 # Stable asset ids: Alpaca gives every asset a UUID; Bourse derives one from the symbol.
@@ -116,6 +116,81 @@ class ReplaceOrderRequest(BaseModel):
         return _decimal_field(value, info.field_name)
 
     _client_order_id = field_validator("client_order_id")(_printable)
+
+
+# Alpaca's account activity types; Bourse has fills (FILL) and none of the others.
+ACTIVITY_TYPES = frozenset(
+    {
+        "FILL",
+        "TRANS",
+        "MISC",
+        "ACATC",
+        "ACATS",
+        "CSD",
+        "CSW",
+        "DIV",
+        "DIVCGL",
+        "DIVCGS",
+        "DIVFEE",
+        "DIVFT",
+        "DIVNRA",
+        "DIVROC",
+        "DIVTW",
+        "DIVTXEX",
+        "INT",
+        "INTNRA",
+        "INTTW",
+        "JNL",
+        "JNLC",
+        "JNLS",
+        "MA",
+        "NC",
+        "OPASN",
+        "OPEXP",
+        "OPXRC",
+        "PTC",
+        "PTR",
+        "REORG",
+        "SC",
+        "SSO",
+        "SSP",
+        "CFEE",
+        "FEE",
+    }
+)
+
+
+def activity_id(fill: Fill) -> str:
+    """Alpaca's form, `<time to the millisecond>::<unique part>`; ours ends in the fill's
+    ORDERS sequence, which orders fills and serves as a page token."""
+    moment = datetime.fromtimestamp(fill.ts // 1_000_000_000, UTC)
+    millis = (fill.ts // 1_000_000) % 1000
+    return f"{moment:%Y%m%d%H%M%S}{millis:03d}::{fill.seq}"
+
+
+def page_sequence(token: str) -> int | None:
+    """The ORDERS sequence a page token (an activity id) ends in; None when it is not one."""
+    _, separator, tail = token.rpartition("::")
+    return int(tail) if separator and tail.isdigit() and len(tail) <= 18 else None
+
+
+def fill_activity_json(fill: Fill, cum_qty: Decimal) -> dict[str, Any]:
+    """A fill as Alpaca's /v2/account/activities answers it."""
+    done = fill.leaves_qty == 0
+    return {
+        "id": activity_id(fill),
+        "activity_type": "FILL",
+        "transaction_time": rfc3339(fill.ts),
+        "type": "fill" if done else "partial_fill",
+        "price": _text(fill.price),
+        "qty": _text(fill.qty),
+        "side": fill.side,
+        "symbol": fill.symbol,
+        "leaves_qty": _text(fill.leaves_qty),
+        "order_id": fill.order_id,
+        "cum_qty": _text(cum_qty),
+        "order_status": "filled" if done else "partially_filled",
+    }
 
 
 def order_json(order: Order) -> dict[str, Any]:

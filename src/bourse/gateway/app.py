@@ -232,6 +232,22 @@ def install_error_handlers(app: FastAPI) -> None:
 # ---- helpers ----
 
 
+@dataclass
+class ActivityQuery:
+    """The query parameters of GET /v2/account/activities, as Alpaca has them."""
+
+    date: str | None = None
+    after: str | None = None
+    until: str | None = None
+    direction: Literal["asc", "desc"] = "desc"
+    page_size: Annotated[int, Query(ge=1, le=100)] = 100
+    page_token: str | None = None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_NS = 2**63 - 1
+
+
 def _ns(text: str | None, name: str) -> int | None:
     if text is None or text == "":
         return None
@@ -246,7 +262,10 @@ def _ns(text: str | None, name: str) -> int | None:
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000) * 1_000
+    if moment < EPOCH:
+        raise errors.unprocessable(f"{name} must not be before 1970-01-01, got {text!r}")
+    # Past the year 2262 nanoseconds leave 64 bits: such a bound is as good as the last one.
+    return min(int(moment.timestamp() * 1_000_000) * 1_000, MAX_NS)
 
 
 def _check_cash(name: str, amount: Decimal, *, minimum: Decimal) -> None:
@@ -494,6 +513,57 @@ def create_app(ctx: GatewayContext) -> FastAPI:
         except InvalidQuery as error:
             raise errors.unprocessable(str(error)) from None
         return [alpaca.order_json(o) for o in found]
+
+    async def activities(
+        who: Principal, types: list[str], query: ActivityQuery
+    ) -> list[dict[str, Any]]:
+        unknown = [t for t in types if t not in alpaca.ACTIVITY_TYPES]
+        if unknown:
+            raise errors.unprocessable(
+                f"activity type {unknown[0]!r} is not one of Alpaca's (FILL, TRANS, DIV, ...)"
+            )
+        lower, upper = _ns(query.after, "after"), _ns(query.until, "until")
+        if query.date:
+            day = _ns(query.date[:10], "date")
+            assert day is not None
+            lower = day - 1 if lower is None else max(lower, day - 1)
+            end = day + 86_400 * 10**9
+            upper = end if upper is None else min(upper, end)
+        beyond = None
+        if query.page_token:
+            beyond = alpaca.page_sequence(query.page_token)
+            if beyond is None:
+                raise errors.unprocessable(
+                    f"page_token must be the id of an activity, got {query.page_token!r}"
+                )
+        if "FILL" not in types:
+            return []  # the only kind of activity Bourse has
+        try:
+            found = await desk.read(
+                queries.list_fills,
+                who.account_id,
+                after=lower,
+                until=upper,
+                direction=query.direction,
+                page_size=query.page_size,
+                beyond_seq=beyond,
+            )
+        except InvalidQuery as error:
+            raise errors.unprocessable(str(error)) from None
+        return [alpaca.fill_activity_json(fill, cum) for fill, cum in found]
+
+    @app.get("/v2/account/activities", summary="Account activities: fills, newest first")
+    async def list_activities(
+        who: Who, query: Annotated[ActivityQuery, Depends()], activity_types: str | None = None
+    ) -> list[dict[str, Any]]:
+        types = [t.strip() for t in (activity_types or "FILL").split(",") if t.strip()]
+        return await activities(who, types, query)
+
+    @app.get("/v2/account/activities/{activity_type}", summary="Account activities of one type")
+    async def list_activities_of(
+        who: Who, activity_type: str, query: Annotated[ActivityQuery, Depends()]
+    ) -> list[dict[str, Any]]:
+        return await activities(who, [activity_type], query)
 
     @app.delete("/v2/orders", status_code=207, summary="Cancel all open orders")
     async def cancel_all(who: Who) -> Any:

@@ -8,6 +8,7 @@ account: another account's order is not found, as if it did not exist.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import Connection, select
@@ -17,6 +18,7 @@ from bourse.accounts.readmodel.rows import (
     CLOSED_STATUSES,
     OPEN_STATUSES,
     Account,
+    Fill,
     Order,
     Position,
 )
@@ -129,6 +131,63 @@ def list_orders(
     else:
         query = query.order_by(orders.c.submitted_at.desc(), orders.c.id.desc())
     return [schema.order_from_db(row) for row in conn.execute(query.limit(limit))]
+
+
+MAX_FILLS_PAGE = 100
+
+
+def list_fills(
+    conn: Connection,
+    account_id: str,
+    *,
+    after: int | None = None,
+    until: int | None = None,
+    direction: Direction = "desc",
+    page_size: int = MAX_FILLS_PAGE,
+    beyond_seq: int | None = None,
+) -> list[tuple[Fill, Decimal]]:
+    """The account's fills, each with its order's filled quantity once it was done (cum_qty),
+    as GET /v2/account/activities/FILL lists them.
+
+    `after` and `until` bound the fill's time (nanoseconds, exclusive); fills are ordered by
+    their ORDERS sequence in `direction`, and `beyond_seq` (a page token) starts past that
+    sequence in that direction.
+    """
+    if direction not in ("asc", "desc"):
+        raise InvalidQuery("direction", direction, "asc or desc")
+    if not 1 <= page_size <= MAX_FILLS_PAGE:
+        raise InvalidQuery("page_size", page_size, f"an integer from 1 to {MAX_FILLS_PAGE}")
+    fills = schema.fills
+    query = select(fills).where(fills.c.account_id == account_id)
+    if after is not None:
+        query = query.where(fills.c.ts > after)
+    if until is not None:
+        query = query.where(fills.c.ts < until)
+    if beyond_seq is not None:
+        query = query.where(
+            fills.c.seq > beyond_seq if direction == "asc" else fills.c.seq < beyond_seq
+        )
+    order = fills.c.seq.asc() if direction == "asc" else fills.c.seq.desc()
+    page = [
+        schema.from_db(Fill, row) for row in conn.execute(query.order_by(order).limit(page_size))
+    ]
+    # Each order's running total, from all of its fills (an order has a handful).
+    totals: dict[tuple[str, int], Decimal] = {}
+    for chunk in _chunked(sorted({f.order_id for f in page})):
+        rows = conn.execute(
+            select(fills.c.order_id, fills.c.seq, fills.c.qty)
+            .where(fills.c.account_id == account_id, fills.c.order_id.in_(chunk))
+            .order_by(fills.c.order_id, fills.c.seq)
+        )
+        running: dict[str, Decimal] = {}
+        for order_id, seq, qty in rows:
+            running[order_id] = running.get(order_id, Decimal(0)) + qty
+            totals[(order_id, seq)] = running[order_id]
+    return [(f, totals[(f.order_id, f.seq)]) for f in page]
+
+
+def _chunked(items: list[str], size: int = 500) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def list_positions(conn: Connection, account_id: str) -> list[Position]:

@@ -1,5 +1,5 @@
 // The account (cash, equity, buying power, halts), positions with live unrealized P&L, open
-// orders with cancel and replace, and fills. REST is the truth; trade updates from /stream
+// orders with cancel and replace, and fills (account activities). REST is the truth; trade updates from /stream
 // say when to re-read it (coalesced: one refresh in flight, at most one queued).
 
 import { ApiError } from "./api.js";
@@ -40,15 +40,20 @@ export class Portfolio {
 
   async load() {
     try {
-      const [account, positions, orders] = await Promise.all([
+      const [account, positions, orders, fills] = await Promise.all([
         this.api.get("/v2/account"),
         this.api.get("/v2/positions"),
         this.api.get("/v2/orders?status=open&limit=100&direction=desc"),
+        this.api.get(`/v2/account/activities/FILL?page_size=${MAX_FILLS}`),
       ]);
       this.account = account;
       this.positions = positions;
       this.orders = orders;
-      this.scheduler.mark("account", "positions", "orders");
+      // The account's latest fills, also those from before this page was opened.
+      this.fills = fills.map((f) => ({
+        ts: f.transaction_time, symbol: f.symbol, side: f.side, qty: f.qty, price: f.price,
+      }));
+      this.scheduler.mark("account", "positions", "orders", "fills");
     } catch (error) {
       if (!(error instanceof ApiError)) return; // the gateway is away; the next refresh retries
       console.warn(`refresh failed: ${error.message}`);
@@ -56,13 +61,7 @@ export class Portfolio {
   }
 
   onTradeUpdate(data) {
-    if (data.event === "fill" || data.event === "partial_fill") {
-      this.fills.unshift({
-        ts: data.timestamp, symbol: data.order.symbol, side: data.order.side, qty: data.qty, price: data.price,
-      });
-      this.fills.length = Math.min(this.fills.length, MAX_FILLS);
-      this.scheduler.mark("fills");
-    }
+    // A fill's update is sent once the read model has it: the refresh lists it.
     if (data.event === "rejected") this.toast(`order rejected: ${data.order?.symbol ?? ""}`, "warn");
     this.refresh();
   }
