@@ -32,8 +32,10 @@ function drawSpark(canvas, values, color) {
   ctx.strokeStyle = color;
   ctx.lineWidth = 1.2;
   ctx.beginPath();
+  // The newest sample at the right edge; a history still filling up grows leftwards.
+  const offset = HISTORY - values.length;
   values.forEach((v, i) => {
-    const x = (i / (HISTORY - 1)) * width;
+    const x = ((offset + i) / (HISTORY - 1)) * width;
     const y = height - 1 - (v / max) * (height - 3);
     if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   });
