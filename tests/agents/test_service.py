@@ -7,6 +7,8 @@ depth on `md.bourse.AAPL` and the journal's events.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -371,6 +373,48 @@ async def test_a_maker_given_coins_quotes_both_sides_and_a_buy_fills_once_ever_f
     assert [(e.account_id, e.symbol, e.qty, e.price) for e in deposits] == [
         ("mm-1", "BTC-USD", D(2), D("65000.50"))
     ]
+
+
+async def test_small_moves_do_not_re_price_the_ladder_however_often_it_is_re_quoted(
+    exchange: Exchange, maker_nc: NATS
+) -> None:
+    """On crypto's fine tick any move changes the ladder's prices. A re-quote for a confirmed
+    cancel used to re-price at the latest reference, whose cancels triggered the next: six
+    orders and six cancels a second per symbol, forever, on a quiet market."""
+    await exchange.reference("BTC-USD", "65000.00", "65001.00")
+    maker = await MarketMakers(maker_nc, symbols=["BTC-USD"]).start()
+    try:
+        await eventually(lambda: [len(s) for s in exchange.ladder("BTC-USD")] == [3, 3])
+        # One real move (20 bp): the ladder follows it...
+        await exchange.reference("BTC-USD", "65130.00", "65131.00")
+
+        def moved() -> bool:  # every bid above the old mid, every ask above the new one
+            bids, asks = exchange.ladder("BTC-USD")
+            return (
+                maker.open_orders == 6
+                and [len(bids), len(asks)] == [3, 3]
+                and min(price for price, _ in bids) > D("65000.50")
+                and min(price for price, _ in asks) > D("65130.50")
+            )
+
+        await eventually(moved, message="the ladder never followed the move")
+        settled = dataclasses.replace(maker.stats)
+        # ... then the price wanders by less than the threshold (2 bp) while the cancels of
+        # that move are confirmed and re-quote the symbol.
+        for step in range(40):
+            bid = D("65130.00") + D(step % 7)  # within 1 bp of the new anchor
+            await exchange.reference("BTC-USD", str(bid), str(bid + 1))
+            await asyncio.sleep(0.02)  # a feed's pace: ticks arrive over time, not at once
+        last = D("65130.00") + D(39 % 7) + D("0.50")
+        await eventually(lambda: maker.reference("BTC-USD") == last)
+        await eventually(lambda: maker.open_orders == 6)
+        # Nothing sent for the wandering, though the symbol was re-quoted.
+        assert (maker.stats.orders_sent, maker.stats.cancels_sent) == (
+            settled.orders_sent,
+            settled.cancels_sent,
+        ), (settled, maker.stats)
+    finally:
+        await maker.stop()
 
 
 async def test_the_registry_keeps_order_ids_per_account_and_symbol(

@@ -382,11 +382,17 @@ class MarketMakers:
         if symbol in self._owed:
             await self._deposit_holding(symbol, reference)
         self.stats.requotes += 1
-        self._quoted_at[symbol] = reference
+        # The ladder stays on the reference it was built on until the price moves the
+        # threshold away from it: a re-quote for a fill or a confirmed cancel must not re-price
+        # every order for a move too small to matter (on a fine tick, as crypto's, any move
+        # re-prices, and each re-price's cancels would trigger the next, once a second).
+        anchor = self._quoted_at.get(symbol)
+        if anchor is None or moved_enough(anchor, reference, self.config.requote_threshold_bps):
+            anchor = self._quoted_at[symbol] = reference
         todo = requote(
             self._instruments[symbol],
             self.config.for_symbol(symbol),
-            reference,
+            anchor,
             self._book.position(symbol),
             self._book.live(symbol),
             self._book.reserved_sells(symbol),
