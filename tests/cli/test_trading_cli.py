@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from bourse.cli.trading import describe
+from bourse.client import Order
 from tests.cli.helpers import BOURSE, bourse, isolated_env, wait_for
 
 
@@ -291,3 +294,28 @@ def test_without_a_platform_the_error_says_how_to_start_one(workdir: Path) -> No
     message = one_error_line(refused)
     assert "cannot reach the Bourse API at http://127.0.0.1:1 (connection refused)" in message
     assert "`bourse up`" in message
+
+
+def test_quantities_read_as_asked_for_not_at_the_lot_sizes_scale() -> None:
+    """The exchange reports 0.0100 BTC filled of 0.01 (its lot is 0.0001); a person reads 0.01
+    of 0.01. Prices keep their digits."""
+    order = msgspec.convert(
+        {
+            "id": "7939b3d0-0348-486e-8434-95e1b6ee00f0",
+            "client_order_id": "c",
+            "symbol": "BTC-USD",
+            "side": "sell",
+            "type": "market",
+            "time_in_force": "gtc",
+            "qty": "0.01",
+            "filled_qty": "0.0100",
+            "filled_avg_price": "64988.90",
+            "status": "filled",
+        },
+        Order,
+        strict=False,
+    )
+    assert describe(order).splitlines() == [
+        "filled: sell 0.01 BTC-USD market, gtc",
+        "filled 0.01 of 0.01 at avg 64,988.90; order 7939b3d0-0348-486e-8434-95e1b6ee00f0",
+    ]

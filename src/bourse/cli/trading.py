@@ -164,6 +164,12 @@ def _number(value: Decimal | None) -> str:
     return "-" if value is None else f"{value:,f}"
 
 
+def _qty(value: Decimal | None) -> str:
+    """A quantity without the trailing zeros of the lot size's scale: the exchange reports
+    0.0100 BTC filled of the 0.01 asked for; both read 0.01."""
+    return "-" if value is None else _number(value.normalize())
+
+
 def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
@@ -200,9 +206,9 @@ def describe(order: Order) -> str:
     average price, once something has) and its id."""
     average = "" if order.filled_avg_price is None else f" at avg {_number(order.filled_avg_price)}"
     return (
-        f"{order.status}: {order.side} {_number(order.qty)} {order.symbol} "
+        f"{order.status}: {order.side} {_qty(order.qty)} {order.symbol} "
         f"{_prices(order)}, {order.time_in_force}\n"
-        f"filled {_number(order.filled_qty)} of {_number(order.qty)}{average}; order {order.id}"
+        f"filled {_qty(order.filled_qty)} of {_qty(order.qty)}{average}; order {order.id}"
     )
 
 
@@ -235,14 +241,14 @@ def orders_table(found: Sequence[Order], title: str) -> Table:
         ),
     )
     for o in found:
-        filled = _number(o.filled_qty)
+        filled = _qty(o.filled_qty)
         if o.filled_avg_price is not None:
             filled += f" @ {_number(o.filled_avg_price)}"
         table.add_row(
             _time(o.submitted_at or o.created_at),
             o.id[:SHORT_ID],
             o.symbol,
-            f"{o.side} {_number(o.qty)} {_prices(o)} {o.time_in_force}",
+            f"{o.side} {_qty(o.qty)} {_prices(o)} {o.time_in_force}",
             filled,
             o.status,
         )
@@ -268,7 +274,7 @@ def positions_table(found: Sequence[Position]) -> Table:
         percent = None if p.unrealized_plpc is None else p.unrealized_plpc * 100
         table.add_row(
             p.symbol,
-            _number(p.qty),
+            _qty(p.qty),
             _number(p.avg_entry_price),
             _number(p.current_price),
             _money(p.market_value),
@@ -410,9 +416,9 @@ def list_fills(
             f.order_id[:SHORT_ID],
             f.symbol,
             f.side,
-            _number(f.qty),
+            _qty(f.qty),
             _number(f.price),
-            f"{_number(f.cum_qty)} of {_number(f.cum_qty + f.leaves_qty)}",
+            f"{_qty(f.cum_qty)} of {_qty(f.cum_qty + f.leaves_qty)}",
         )
     if not found:
         table.caption = "no fills"
@@ -743,7 +749,7 @@ def transfer_in(
     with _client(api, key_id, secret, admin=True) as client:
         done = client.deposit_asset(account_id, symbol, units, cost)
     typer.echo(
-        f"transferred {_number(done.qty)} {done.symbol} at {_number(done.price)} "
+        f"transferred {_qty(done.qty)} {done.symbol} at {_number(done.price)} "
         f"into account {done.account_id}"
     )
 
