@@ -417,6 +417,33 @@ async def test_small_moves_do_not_re_price_the_ladder_however_often_it_is_re_quo
         await maker.stop()
 
 
+async def test_coins_are_not_given_again_to_an_account_that_has_held_them(
+    exchange: Exchange, maker_nc: NATS
+) -> None:
+    """The deposit's message id on ORDERS ages out after 30 days; the position report stays."""
+    held = positions.PositionChanged(
+        ts=1,
+        account_id="mm-old",
+        symbol="BTC-USD",
+        qty=D("1.5"),
+        avg_entry_price=D("60000.00"),
+        realized_pnl=D(0),
+        cash=D(0),
+        match_id=7,
+    )
+    await exchange.js.publish("positions.mm-old.BTC-USD", positions.encode(held))
+    await exchange.reference("BTC-USD", "65000.00", "65001.00")
+    maker = await MarketMakers(maker_nc, account_id="mm-old", symbols=["BTC-USD"]).start()
+    try:
+        assert maker.position("BTC-USD") == D("1.5")
+        await eventually(lambda: len(exchange.ladder("BTC-USD")[0]) == 3)  # quoting
+    finally:
+        await maker.stop()
+    assert maker.stats.account_requests == 2  # opened and funded: no coins
+    admin = await exchange.admin_events()
+    assert not [e for e in admin if isinstance(e, orders.AssetDeposited)]
+
+
 async def test_the_registry_keeps_order_ids_per_account_and_symbol(
     nc: NATS, js: JetStreamContext
 ) -> None:

@@ -167,12 +167,40 @@ async def test_fills_are_listed_as_alpaca_account_activities_page_by_page(
     # Each account sees its own: the buyer's two orders each filled once.
     assert [a["side"] for a in await fills(who=buyer)] == ["buy", "buy"]
 
+    assert await fills("?date=2300-01-01") == []  # a day past 64-bit nanoseconds: none
     for query, says in [
         ("/BOGUS", "'BOGUS'"),
         ("?page_token=nope", "page_token"),
+        ("?page_token=1::%C2%B2", "page_token"),  # a digit to str.isdigit, not to int()
         ("?date=yesterday", "date"),
         ("?page_size=0", "page_size"),
     ]:
         refused = await seller.http.get(f"/v2/account/activities{query}")
         assert refused.status_code == 422, (query, refused.text)
         assert says in refused.json()["message"], (query, refused.json())
+
+
+async def test_a_replacement_orders_fills_count_what_its_predecessor_filled(
+    exchange: ExchangeStack,
+) -> None:
+    await exchange.reference("AAPL", "190.00")
+    buyer = await exchange.trader("10000")
+    seller = await exchange.trader(shorting=True)
+    first = await buyer.http.post("/v2/orders", json=limit("AAPL", "buy", "10", "189.00"))
+    assert first.json()["status"] == "new", first.text
+    sold = await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "4", "189.00"))
+    assert sold.json()["status"] == "filled", sold.text
+    replaced = await buyer.http.patch(
+        f"/v2/orders/{first.json()['id']}", json={"limit_price": "189.50"}
+    )
+    assert replaced.status_code == 200, replaced.text
+    second = replaced.json()
+    assert (second["qty"], second["filled_qty"]) == ("10", "4")
+    more = await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "3", "189.50"))
+    assert more.json()["status"] == "filled", more.text
+
+    found = (await buyer.http.get("/v2/account/activities/FILL")).json()
+    assert [(a["order_id"], a["qty"], a["cum_qty"], a["leaves_qty"]) for a in found] == [
+        (second["id"], "3", "7", "3"),  # 4 on the order it replaced, 3 on this one
+        (first.json()["id"], "4", "4", "6"),
+    ]

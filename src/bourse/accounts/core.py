@@ -49,8 +49,9 @@ class OpenOrder:
 
 def deposit_is_valid(event: orders.AssetDeposited) -> bool:
     """A deposit of units the ledgers book (accounts', and the risk engine's copy): a positive
-    quantity at a positive cost basis. (The gateway also refuses quantities off the lot size
-    and unknown symbols, which accounts ignores.)"""
+    quantity at a positive cost basis. Accounts also ignores a symbol it does not list; the
+    risk engine lists none, so its copy relies on the publishers (the gateway's admin
+    endpoint, the market makers) checking the symbol, as both do, and on the lot size too."""
     qty, price = event.qty, event.price
     return qty.is_finite() and qty > 0 and price.is_finite() and price > 0
 

@@ -179,6 +179,9 @@ class MarketMakers:
         reports, follow_from = await read_positions(self._nc, self.account_id)
         for report in reports:
             self._book.position_reported(report.symbol, report.qty, report.match_id)
+        # A position report for a symbol means its coins came (or it traded them) already,
+        # also when the deposit's message has aged out of ORDERS (kept 30 days).
+        self._owed -= {report.symbol for report in reports}
         self._subscriptions.append(
             await js.subscribe(
                 subjects.positions(self.account_id, "*"),

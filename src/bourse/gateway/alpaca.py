@@ -171,7 +171,7 @@ def activity_id(fill: Fill) -> str:
 def page_sequence(token: str) -> int | None:
     """The ORDERS sequence a page token (an activity id) ends in; None when it is not one."""
     _, separator, tail = token.rpartition("::")
-    return int(tail) if separator and tail.isdigit() and len(tail) <= 18 else None
+    return int(tail) if separator and re.fullmatch(r"[0-9]{1,18}", tail) else None
 
 
 def fill_activity_json(fill: Fill, cum_qty: Decimal) -> dict[str, Any]:

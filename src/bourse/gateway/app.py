@@ -527,7 +527,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
             day = _ns(query.date[:10], "date")
             assert day is not None
             lower = day - 1 if lower is None else max(lower, day - 1)
-            end = day + 86_400 * 10**9
+            end = min(day + 86_400 * 10**9, MAX_NS)
             upper = end if upper is None else min(upper, end)
         beyond = None
         if query.page_token:

@@ -146,8 +146,9 @@ def list_fills(
     page_size: int = MAX_FILLS_PAGE,
     beyond_seq: int | None = None,
 ) -> list[tuple[Fill, Decimal]]:
-    """The account's fills, each with its order's filled quantity once it was done (cum_qty),
-    as GET /v2/account/activities/FILL lists them.
+    """The account's fills, each with how much of its order was filled once it was done
+    (cum_qty: the order's quantity less the fill's leaves), as GET
+    /v2/account/activities/FILL lists them.
 
     `after` and `until` bound the fill's time (nanoseconds, exclusive); fills are ordered by
     their ORDERS sequence in `direction`, and `beyond_seq` (a page token) starts past that
@@ -171,19 +172,18 @@ def list_fills(
     page = [
         schema.from_db(Fill, row) for row in conn.execute(query.order_by(order).limit(page_size))
     ]
-    # Each order's running total, from all of its fills (an order has a handful).
-    totals: dict[tuple[str, int], Decimal] = {}
+    # Filled by then: the order's quantity less what this fill left. A replacement order
+    # takes over what its predecessor filled, so summing one order id's fills would not do.
+    quantities: dict[str, Decimal] = {}
+    orders = schema.orders
     for chunk in _chunked(sorted({f.order_id for f in page})):
         rows = conn.execute(
-            select(fills.c.order_id, fills.c.seq, fills.c.qty)
-            .where(fills.c.account_id == account_id, fills.c.order_id.in_(chunk))
-            .order_by(fills.c.order_id, fills.c.seq)
+            select(orders.c.id, orders.c.qty).where(
+                orders.c.account_id == account_id, orders.c.id.in_(chunk)
+            )
         )
-        running: dict[str, Decimal] = {}
-        for order_id, seq, qty in rows:
-            running[order_id] = running.get(order_id, Decimal(0)) + qty
-            totals[(order_id, seq)] = running[order_id]
-    return [(f, totals[(f.order_id, f.seq)]) for f in page]
+        quantities.update({order_id: qty for order_id, qty in rows})
+    return [(f, quantities.get(f.order_id, f.qty + f.leaves_qty) - f.leaves_qty) for f in page]
 
 
 def _chunked(items: list[str], size: int = 500) -> list[list[str]]:
