@@ -14,7 +14,7 @@ import httpx
 from playwright.async_api import Page, expect
 
 from bourse.gateway.server import Gateway
-from bourse.model import subjects
+from bourse.model import marketdata, subjects
 from bourse.platform import Platform
 from bourse.risk import messages as risk_messages
 from bourse.risk.messages import RiskAlert, Severity
@@ -103,6 +103,42 @@ async def test_nothing_private_without_keys_then_sign_in_and_prices_move(
         # ... asked for by a loopback client under another name (DNS rebinding): not offered.
         rebound = await client.get("/dashboard/demo-keys", headers={"Host": "evil.example"})
         assert rebound.status_code == 204 and rebound.content == b""
+
+
+async def test_a_crossed_best_bid_and_offer_is_flagged_in_the_watchlist(
+    page: Page, platform: Platform
+) -> None:
+    await sign_in(page, platform)
+    assert platform.nc is not None
+    row = page.locator("#watchlist tr[data-symbol='TSLA']")
+    await expect(row.locator("td").nth(1)).to_have_text(re.compile(r"\d"))
+
+    async def quote_on_a_test_venue(bid: str, ask: str) -> None:
+        quote = marketdata.Quote(
+            symbol="TSLA",
+            venue="test",
+            bid=Decimal(bid),
+            ask=Decimal(ask),
+            bid_size=Decimal(1),
+            ask_size=Decimal(1),
+            last=Decimal(bid),
+            last_size=Decimal(1),
+            volume=Decimal(1),
+            ts=time.time_ns(),
+            seq=1,
+        )
+        assert platform.nc is not None
+        await platform.nc.publish(subjects.market_data("test", "TSLA"), marketdata.encode(quote))
+
+    # A bid far above every other venue's ask: the best bid/offer is crossed.
+    await quote_on_a_test_venue("900.00", "901.00")
+    await expect(row).to_have_attribute("data-market", "crossed")
+    await expect(row).to_have_attribute("title", re.compile("^crossed: "))
+    await expect(row.locator("td").nth(1)).to_have_text("900.00")
+    # That venue steps back (a bid and an ask nobody else beats): the flag goes.
+    await quote_on_a_test_venue("1.00", "9000.00")
+    await expect(row.locator("td").nth(1)).not_to_have_text("900.00")
+    await expect(row).not_to_have_attribute("data-market", "crossed")
 
 
 async def test_fills_from_before_the_page_was_opened_are_listed(

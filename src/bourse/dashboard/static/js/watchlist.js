@@ -60,6 +60,14 @@ export class Watchlist {
       const [, bidCell, askCell, lastCell, chgCell, volCell] = row.cells;
       setText(bidCell, fmtPrice(bid));
       setText(askCell, fmtPrice(ask));
+      const state = bid === null || ask === null ? "" : bid > ask ? "crossed" : bid === ask ? "locked" : "";
+      if ((row.tr.dataset.market ?? "") !== state) {
+        row.tr.dataset.market = state;
+        row.tr.title = {
+          crossed: "crossed: a venue bids above another venue's ask (an arbitrage, see below)",
+          locked: "locked: a venue bids at another venue's ask",
+        }[state] ?? "";
+      }
       const lastText = fmtPrice(last);
       if (lastCell.textContent !== lastText) {
         if (row.last !== null && last !== null && last !== row.last) {
