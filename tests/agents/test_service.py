@@ -7,7 +7,6 @@ depth on `md.bourse.AAPL` and the journal's events.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -165,6 +164,22 @@ async def market_buy(exchange: Exchange, account_id: str, qty: int) -> None:
             qty=D(qty),
             reference_price=D("100.00"),
         ),
+    )
+
+
+def maker_report(
+    account_id: str, symbol: str, qty: D, *, price: str = "60000.00", match_id: int = 0
+) -> positions.PositionChanged:
+    """Accounts' report of a position (match id 0: not after a fill)."""
+    return positions.PositionChanged(
+        ts=1,
+        account_id=account_id,
+        symbol=symbol,
+        qty=qty,
+        avg_entry_price=D(price),
+        realized_pnl=D(0),
+        cash=D(0),
+        match_id=match_id,
     )
 
 
@@ -399,16 +414,22 @@ async def test_small_moves_do_not_re_price_the_ladder_however_often_it_is_re_quo
 
         await eventually(moved, message="the ladder never followed the move")
         settled = dataclasses.replace(maker.stats)
-        # ... then the price wanders by less than the threshold (2 bp) while the cancels of
-        # that move are confirmed and re-quote the symbol.
-        for step in range(40):
-            bid = D("65130.00") + D(step % 7)  # within 1 bp of the new anchor
+        # ... then the price wanders by less than the threshold (2 bp), and after each step
+        # something re-quotes the symbol (here a position report, as a fill or a confirmed
+        # cancel would): each re-quote must leave the ladder where it is.
+        for step in range(1, 6):
+            bid = D("65130.00") + D(step)  # within 1 bp of the new anchor
             await exchange.reference("BTC-USD", str(bid), str(bid + 1))
-            await asyncio.sleep(0.02)  # a feed's pace: ticks arrive over time, not at once
-        last = D("65130.00") + D(39 % 7) + D("0.50")
-        await eventually(lambda: maker.reference("BTC-USD") == last)
+            await eventually(lambda: maker.reference("BTC-USD") == bid + D("0.50"))  # noqa: B023
+            requotes = maker.stats.requotes
+            await exchange.js.publish(
+                "positions.mm-1.BTC-USD",
+                positions.encode(maker_report("mm-1", "BTC-USD", maker.position("BTC-USD"))),
+            )
+            await eventually(lambda: maker.stats.requotes > requotes)  # noqa: B023
         await eventually(lambda: maker.open_orders == 6)
-        # Nothing sent for the wandering, though the symbol was re-quoted.
+        # Nothing sent for the wandering, though the symbol was re-quoted after every step.
+        assert maker.stats.requotes >= settled.requotes + 5
         assert (maker.stats.orders_sent, maker.stats.cancels_sent) == (
             settled.orders_sent,
             settled.cancels_sent,
@@ -421,16 +442,7 @@ async def test_coins_are_not_given_again_to_an_account_that_has_held_them(
     exchange: Exchange, maker_nc: NATS
 ) -> None:
     """The deposit's message id on ORDERS ages out after 30 days; the position report stays."""
-    held = positions.PositionChanged(
-        ts=1,
-        account_id="mm-old",
-        symbol="BTC-USD",
-        qty=D("1.5"),
-        avg_entry_price=D("60000.00"),
-        realized_pnl=D(0),
-        cash=D(0),
-        match_id=7,
-    )
+    held = maker_report("mm-old", "BTC-USD", D("1.5"), match_id=7)
     await exchange.js.publish("positions.mm-old.BTC-USD", positions.encode(held))
     await exchange.reference("BTC-USD", "65000.00", "65001.00")
     maker = await MarketMakers(maker_nc, account_id="mm-old", symbols=["BTC-USD"]).start()

@@ -10,22 +10,19 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 
-from bourse.bus.monitor import (
-    ConsumerReport,
-    ConsumerSample,
-    StreamReport,
-    StreamSample,
-    StreamsReport,
-)
+from bourse.bus.monitor import ConsumerReport, StreamReport, StreamsReport
 from bourse.bus.server import NatsServer
 from bourse.bus.streams import MARKET_DATA
 from bourse.cli.streams import render
 from bourse.model import subjects
+from tests.bus.test_monitor import consumer as consumer_sample
+from tests.bus.test_monitor import stream
 from tests.cli.helpers import BOURSE, isolated_env
 
 _symbols = (f"CLI{n}" for n in itertools.count())
@@ -157,30 +154,30 @@ async def test_without_a_platform_it_says_how_to_find_one(env: dict[str, str]) -
 
 
 def _report(*, leader: str | None, consumer: str) -> StreamsReport:
-    stream = StreamSample(
-        name="KV_bourse_leases",
-        messages=1_234_567,
-        bytes=987_654_321,
-        first_seq=1_000_001,
-        last_seq=2_234_567,
+    """Every figure as wide as it gets: millions of messages, a long stream name."""
+    big = msgspec.structs.replace(
+        stream(
+            "KV_bourse_leases",
+            messages=1_234_567,
+            size=987_654_321,
+            first=1_000_001,
+            last=2_234_567,
+        ),
         consumer_count=12,
         replicas=3,
         leader=leader,
         current_replicas=3,
     )
-    sample = ConsumerSample(
+    sample = msgspec.structs.replace(
+        consumer_sample(consumer, delivered=9_876_543, pending=7_654_321),
         stream="MARKET_DATA",
-        name=consumer,
-        num_pending=7_654_321,
         num_ack_pending=12_345,
         num_redelivered=678,
-        delivered=9_876_543,
-        delivered_stream_seq=9_876_543,
         ack_floor_stream_seq=9_864_198,
     )
     return StreamsReport(
         interval_s=1.0,
-        streams=(StreamReport(stream=stream, messages_per_s=12_345.0, bytes_per_s=3.5e6),),
+        streams=(StreamReport(stream=big, messages_per_s=12_345.0, bytes_per_s=3.5e6),),
         consumers=(
             ConsumerReport(consumer=sample, delivered_per_s=54_321.0, lag_change_per_s=-1234.5),
         ),

@@ -19,6 +19,7 @@ from bourse.platform import Platform
 from bourse.risk import messages as risk_messages
 from bourse.risk.messages import RiskAlert, Severity
 from bourse.risk.rules import RuleName
+from tests.analytics.factories import quote
 from tests.conftest import eventually
 from tests.dashboard.conftest import PageErrors
 
@@ -114,21 +115,9 @@ async def test_a_crossed_best_bid_and_offer_is_flagged_in_the_watchlist(
     await expect(row.locator("td").nth(1)).to_have_text(re.compile(r"\d"))
 
     async def quote_on_a_test_venue(bid: str, ask: str) -> None:
-        quote = marketdata.Quote(
-            symbol="TSLA",
-            venue="test",
-            bid=Decimal(bid),
-            ask=Decimal(ask),
-            bid_size=Decimal(1),
-            ask_size=Decimal(1),
-            last=Decimal(bid),
-            last_size=Decimal(1),
-            volume=Decimal(1),
-            ts=time.time_ns(),
-            seq=1,
-        )
         assert platform.nc is not None
-        await platform.nc.publish(subjects.market_data("test", "TSLA"), marketdata.encode(quote))
+        tick = quote(bid, ask, time.time_ns(), venue="test", symbol="TSLA")
+        await platform.nc.publish(subjects.market_data("test", "TSLA"), marketdata.encode(tick))
 
     # A bid far above every other venue's ask: the best bid/offer is crossed.
     await quote_on_a_test_venue("900.00", "901.00")

@@ -297,14 +297,16 @@ class MarketMakers:
             await publisher.flush()
 
     async def _deposit_holding(self, symbol: str, reference: Decimal) -> None:
-        """Give the account its starting coins, once ever, at the first reference price (to
-        the tick) as their cost basis; the position report that follows re-quotes."""
+        """Give the account its starting coins, once ever, at the first reference price (on the
+        tick already) as their cost basis; the position report that follows re-quotes."""
         qty = self.config.holding(symbol)
-        instrument = self._instruments[symbol]
-        price = (reference / instrument.tick_size).to_integral_value() * instrument.tick_size
-        log.info("market maker %s: depositing %s %s at %s", self.account_id, qty, symbol, price)
+        log.info("market maker %s: depositing %s %s at %s", self.account_id, qty, symbol, reference)
         event = orders.AssetDeposited(
-            ts=self._wall_clock(), account_id=self.account_id, symbol=symbol, qty=qty, price=price
+            ts=self._wall_clock(),
+            account_id=self.account_id,
+            symbol=symbol,
+            qty=qty,
+            price=reference,
         )
         publisher = self._require_publisher()
         await publisher.publish(

@@ -174,20 +174,15 @@ def list_fills(
     ]
     # Filled by then: the order's quantity less what this fill left. A replacement order
     # takes over what its predecessor filled, so summing one order id's fills would not do.
-    quantities: dict[str, Decimal] = {}
     orders = schema.orders
-    for chunk in _chunked(sorted({f.order_id for f in page})):
-        rows = conn.execute(
-            select(orders.c.id, orders.c.qty).where(
-                orders.c.account_id == account_id, orders.c.id.in_(chunk)
-            )
+    rows = conn.execute(  # a page's orders: at most MAX_FILLS_PAGE ids, one statement
+        select(orders.c.id, orders.c.qty).where(
+            orders.c.account_id == account_id,
+            orders.c.id.in_(sorted({f.order_id for f in page})),
         )
-        quantities.update({order_id: qty for order_id, qty in rows})
+    )
+    quantities: dict[str, Decimal] = {order_id: qty for order_id, qty in rows}
     return [(f, quantities.get(f.order_id, f.qty + f.leaves_qty) - f.leaves_qty) for f in page]
-
-
-def _chunked(items: list[str], size: int = 500) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def list_positions(conn: Connection, account_id: str) -> list[Position]:
