@@ -15,10 +15,11 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -288,10 +289,21 @@ def _uuid(text: str) -> str:
         raise errors.not_found(f"order {text} not found") from None
 
 
+class Holding(Protocol):
+    """A position as the account figures need it: the ledger's or the read model's."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def qty(self) -> Decimal: ...
+    @property
+    def avg_entry_price(self) -> Decimal: ...
+
+
 def account_json(
     account: Account | None,
     ledger: LedgerSummary | None,
-    positions: list[Position],
+    positions: Sequence[Holding],
     marks: dict[str, Decimal],
     account_id: str,
 ) -> dict[str, Any]:
@@ -449,14 +461,18 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     @app.get("/v2/account", summary="The account: cash, buying power, equity")
     async def get_account(who: Who) -> dict[str, Any]:
-        account, positions, ledger = await asyncio.gather(
-            desk.read(queries.get_account, who.account_id),
-            desk.read(queries.list_positions, who.account_id),
-            ledger_of(who.account_id),
+        account, ledger = await asyncio.gather(
+            desk.read(queries.get_account, who.account_id), ledger_of(who.account_id)
         )
         if account is None and ledger is None:
             raise errors.not_found(f"account {who.account_id} not found")
-        return account_json(account, ledger, positions, desk.prices.all(), who.account_id)
+        # Cash and positions from one source, so equity never counts a fill half-way.
+        held: Sequence[Holding] = (
+            ledger.positions
+            if ledger is not None
+            else await desk.read(queries.list_positions, who.account_id)
+        )
+        return account_json(account, ledger, held, desk.prices.all(), who.account_id)
 
     # ---- orders ----
 

@@ -33,9 +33,9 @@ from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.projector import ReadModelEvent, new_order_row
 from bourse.accounts.readmodel.rows import Order
 from bourse.analytics.reference import ReferencePrices
-from bourse.bus.streams import ORDERS
+from bourse.bus.streams import ORDERS, POSITIONS
 from bourse.gateway import errors
-from bourse.model import orders, subjects
+from bourse.model import orders, positions, subjects
 from bourse.model.instruments import Instrument
 from bourse.model.orders import RejectCode
 
@@ -83,10 +83,28 @@ def order_ids(event: ReadModelEvent) -> tuple[str, ...]:
     return ()
 
 
+def _forget(waiters: dict[str, list[_Waiter]], key: str, waiter: _Waiter) -> None:
+    found = waiters.get(key)
+    if found is not None:
+        found.remove(waiter)
+        if not found:
+            del waiters[key]
+
+
 @dataclass
 class _Waiter:
     events: list[orders.OrdersEvent] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # (symbol, match_id) of the positions the read model applied for the watching account
+    positions: set[tuple[str, int]] = field(default_factory=set)
+
+    def positions_applied(self, account_id: str) -> bool:
+        """The read model holds the position after every fill of this account seen so far."""
+        return all(
+            (e.symbol, e.match_id) in self.positions
+            for e in self.events
+            if isinstance(e, orders.Execution) and e.account_id == account_id
+        )
 
     async def until(self, done: Callable[[list[orders.OrdersEvent]], bool], timeout: float) -> bool:
         try:
@@ -177,10 +195,18 @@ class OrderDesk:
         # Waits until the read model has applied ORDERS up to its end as of the call.
         self._sync = sync
         self._waiters: dict[str, list[_Waiter]] = {}
+        self._position_waiters: dict[str, list[_Waiter]] = {}  # by account
 
     # ---- the read model tells the desk what it applied ----
 
     def on_applied(self, stream: str, events: Sequence[tuple[int, ReadModelEvent]]) -> None:
+        if stream == POSITIONS.name and self._position_waiters:
+            for _, event in events:
+                if isinstance(event, positions.PositionChanged):
+                    for waiter in self._position_waiters.get(event.account_id, ()):
+                        waiter.positions.add((event.symbol, event.match_id))
+                        waiter.changed.set()
+            return
         if stream != ORDERS.name or not self._waiters:
             return
         for _, event in events:
@@ -197,11 +223,11 @@ class OrderDesk:
         return waiter
 
     def _unwatch(self, order_id: str, waiter: _Waiter) -> None:
-        waiters = self._waiters.get(order_id)
-        if waiters is not None:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._waiters[order_id]
+        _forget(self._waiters, order_id, waiter)
+
+    def _watch_positions(self, account_id: str, waiter: _Waiter) -> None:
+        """Let `waiter` also collect the positions the read model applies for the account."""
+        self._position_waiters.setdefault(account_id, []).append(waiter)
 
     # ---- reads ----
 
@@ -319,6 +345,7 @@ class OrderDesk:
             reference_price=self.prices.get(instrument.symbol),
         )
         waiter = self._watch(order_id)
+        self._watch_positions(account_id, waiter)
         try:
             duplicate = await self._publish(
                 subjects.ORDERS_NEW, orders.encode(event), f"{account_id}:{client_order_id}"
@@ -340,8 +367,15 @@ class OrderDesk:
                     # answer says `filled` when the order filled.
                     with contextlib.suppress(TimeoutError):
                         await self._sync(self._engine_timeout)
+                if self._sync is not None:
+                    # Read your writes: the positions its fills made are in the read model
+                    # before the answer says filled (they travel on POSITIONS, apart).
+                    await waiter.until(
+                        lambda _: waiter.positions_applied(account_id), self._engine_timeout
+                    )
         finally:
             self._unwatch(order_id, waiter)
+            _forget(self._position_waiters, account_id, waiter)
         found = await self.read(queries.get_order, account_id, order_id)
         if found is None:  # the read model is behind: the order is journaled all the same
             return _pending(event, instrument)
