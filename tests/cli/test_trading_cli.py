@@ -12,6 +12,8 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ import msgspec
 import pytest
 
 from bourse.cli.trading import describe
+from bourse.cli.watch import format_update
 from bourse.client import Order
+from bourse.updates import AlertFired, RiskAlert, TradeUpdate
 from tests.cli.helpers import BOURSE, bourse, isolated_env, wait_for
 
 
@@ -261,6 +265,8 @@ def test_fills_lists_each_sides_trade(trade: Trade, env: dict[str, str]) -> None
         (["accounts", "create", "--cash", "-5"], 1, "got -5"),
         (["accounts", "resume", "nobody"], 1, "account nobody not found"),
         (["accounts", "halt", "nobody", "--reason", "x"], 1, "account nobody not found"),
+        (["watch", "--streams", "orders"], 2, "some of trade_updates, alerts, risk"),
+        (["watch", "--key-id", "PKNOPE", "--secret", "nope"], 1, "refused the API key PKNOPE"),
     ],
 )
 def test_bad_input_gets_one_line_that_says_what_is_wrong(
@@ -269,6 +275,94 @@ def test_bad_input_gets_one_line_that_says_what_is_wrong(
     result = bourse(*args, env=env)
     assert result.returncode == code, result.stderr
     assert says in one_error_line(result)
+
+
+def test_watch_prints_the_accounts_own_updates_as_they_arrive(
+    platform: None, env: dict[str, str]
+) -> None:
+    seller = new_account(env, "--cash", "100000", "--shorting")
+    buyer = new_account(env, "--cash", "100000")
+    watching = subprocess.Popen(
+        [BOURSE, "watch", "--json", "--count", "2", *as_account(buyer)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watching.stderr is not None
+        listening = watching.stderr.readline()  # once it listens, updates from here on arrive
+        assert listening.startswith("bourse: watching trade_updates, alerts, risk at ws://")
+        ok("order", "sell", "AMZN", "2", "--limit", "180.00", env=env, key=seller)
+        ok("order", "buy", "AMZN", "2", "--limit", "180.00", env=env, key=buyer)
+        out, err = watching.communicate(timeout=60)
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+            watching.wait()
+    assert watching.returncode == 0, err
+    new, fill = (json.loads(line) for line in out.splitlines())  # the seller's are not here
+    assert (new["type"], new["event"], new["order"]["side"]) == ("TradeUpdate", "new", "buy")
+    assert (fill["type"], fill["event"]) == ("TradeUpdate", "fill")
+    assert (fill["price"], fill["qty"], fill["position_qty"]) == ("180.00", "2", "2")
+    assert (fill["order"]["status"], fill["order"]["filled_qty"]) == ("filled", "2")
+    assert new["order"]["id"] == fill["order"]["id"]
+
+
+def test_watch_lines_read_as_a_trader_would_say_them() -> None:
+    order = msgspec.json.decode(
+        json.dumps(
+            {
+                "id": "7e2fbf27-6453-4321-b35d-99d8b91b5a5d",
+                "client_order_id": "c1",
+                "symbol": "BTC-USD",
+                "side": "buy",
+                "type": "limit",
+                "time_in_force": "gtc",
+                "qty": "0.0100",
+                "filled_qty": "0.0040",
+                "limit_price": "65000.00",
+                "status": "partially_filled",
+            }
+        ),
+        type=Order,
+    )
+    at = datetime(2026, 12, 2, 10, 33, 1, 123000, tzinfo=UTC)
+    new = TradeUpdate(event="new", order=order, timestamp=at)
+    assert format_update(new) == (
+        "10:33:01.123  new           buy 0.01 BTC-USD limit 65,000.00, gtc; order 7e2fbf27"
+    )
+    fill = TradeUpdate(
+        event="partial_fill",
+        order=order,
+        timestamp=at,
+        price=Decimal("64990.00"),
+        qty=Decimal("0.0040"),
+        position_qty=Decimal("2.0040"),
+    )
+    assert format_update(fill) == (
+        "10:33:01.123  partial_fill  buy 0.004 BTC-USD at 64,990.00; filled 0.004 of 0.01, "
+        "position 2.004; order 7e2fbf27"
+    )
+    fired = AlertFired(
+        alert_id="5b0c9a52-4c1e",
+        symbol="AAPL",
+        condition="above",
+        price=Decimal("200"),
+        market_price=Decimal("200.01"),
+        timestamp=at,
+    )
+    assert format_update(fired) == (
+        "10:33:01.123  alert         AAPL above 200 at 200.01; alert 5b0c9a52"
+    )
+    risk = RiskAlert(
+        alert_id="r1",
+        rule="daily_loss",
+        severity="critical",
+        message="lost 1,050.00 today",
+        timestamp=at,
+    )
+    assert format_update(risk) == "10:33:01.123  risk critical daily_loss: lost 1,050.00 today"
 
 
 def test_an_account_key_is_not_an_admin_key(platform: None, env: dict[str, str]) -> None:

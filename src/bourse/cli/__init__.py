@@ -19,6 +19,7 @@ from bourse.cli import (
     ticker,
     trading,
     up,
+    watch,
 )
 from bourse.errors import BourseError
 
@@ -40,6 +41,7 @@ for module in (
     cluster,
     bench,
     trading,
+    watch,
     strategy,
     history,
 ):

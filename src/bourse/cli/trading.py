@@ -160,14 +160,14 @@ def _print_json(value: Any) -> None:
 # ---- formatting ----
 
 
-def _number(value: Decimal | None) -> str:
+def fmt_number(value: Decimal | None) -> str:
     return "-" if value is None else f"{value:,f}"
 
 
-def _qty(value: Decimal | None) -> str:
+def fmt_qty(value: Decimal | None) -> str:
     """A quantity without the trailing zeros of the lot size's scale: the exchange reports
     0.0100 BTC filled of the 0.01 asked for; both read 0.01."""
-    return "-" if value is None else _number(value.normalize())
+    return "-" if value is None else fmt_number(value.normalize())
 
 
 def _money(value: Decimal | None) -> str:
@@ -192,23 +192,25 @@ def _time(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d")
 
 
-def _prices(order: Order) -> str:
+def fmt_prices(order: Order) -> str:
     parts = []
     if order.stop_price is not None:
-        parts.append(f"stop {_number(order.stop_price)}")
+        parts.append(f"stop {fmt_number(order.stop_price)}")
     if order.limit_price is not None:
-        parts.append(f"limit {_number(order.limit_price)}")
+        parts.append(f"limit {fmt_number(order.limit_price)}")
     return " ".join(parts) or "market"
 
 
 def describe(order: Order) -> str:
     """An order in two lines: what it is and its status, then how much filled (at what
     average price, once something has) and its id."""
-    average = "" if order.filled_avg_price is None else f" at avg {_number(order.filled_avg_price)}"
+    average = ""
+    if order.filled_avg_price is not None:
+        average = f" at avg {fmt_number(order.filled_avg_price)}"
     return (
-        f"{order.status}: {order.side} {_qty(order.qty)} {order.symbol} "
-        f"{_prices(order)}, {order.time_in_force}\n"
-        f"filled {_qty(order.filled_qty)} of {_qty(order.qty)}{average}; order {order.id}"
+        f"{order.status}: {order.side} {fmt_qty(order.qty)} {order.symbol} "
+        f"{fmt_prices(order)}, {order.time_in_force}\n"
+        f"filled {fmt_qty(order.filled_qty)} of {fmt_qty(order.qty)}{average}; order {order.id}"
     )
 
 
@@ -241,14 +243,14 @@ def orders_table(found: Sequence[Order], title: str) -> Table:
         ),
     )
     for o in found:
-        filled = _qty(o.filled_qty)
+        filled = fmt_qty(o.filled_qty)
         if o.filled_avg_price is not None:
-            filled += f" @ {_number(o.filled_avg_price)}"
+            filled += f" @ {fmt_number(o.filled_avg_price)}"
         table.add_row(
             _time(o.submitted_at or o.created_at),
             o.id[:SHORT_ID],
             o.symbol,
-            f"{o.side} {_qty(o.qty)} {_prices(o)} {o.time_in_force}",
+            f"{o.side} {fmt_qty(o.qty)} {fmt_prices(o)} {o.time_in_force}",
             filled,
             o.status,
         )
@@ -274,9 +276,9 @@ def positions_table(found: Sequence[Position]) -> Table:
         percent = None if p.unrealized_plpc is None else p.unrealized_plpc * 100
         table.add_row(
             p.symbol,
-            _qty(p.qty),
-            _number(p.avg_entry_price),
-            _number(p.current_price),
+            fmt_qty(p.qty),
+            fmt_number(p.avg_entry_price),
+            fmt_number(p.current_price),
             _money(p.market_value),
             _pnl(p.unrealized_pl),
             _pnl(percent),
@@ -416,9 +418,9 @@ def list_fills(
             f.order_id[:SHORT_ID],
             f.symbol,
             f.side,
-            _qty(f.qty),
-            _number(f.price),
-            f"{_qty(f.cum_qty)} of {_qty(f.cum_qty + f.leaves_qty)}",
+            fmt_qty(f.qty),
+            fmt_number(f.price),
+            f"{fmt_qty(f.cum_qty)} of {fmt_qty(f.cum_qty + f.leaves_qty)}",
         )
     if not found:
         table.caption = "no fills"
@@ -555,10 +557,10 @@ def describe_alert(alert: Alert) -> str:
     """An alert in one line: what it watches, how often, where it stands, its id."""
     kind = "recurring" if alert.recurring else "one-shot"
     if alert.hysteresis:
-        kind += f", hysteresis {_number(alert.hysteresis)}"
+        kind += f", hysteresis {fmt_number(alert.hysteresis)}"
     fired = f", fired {alert.fire_count}x" if alert.fire_count else ""
     return (
-        f"{alert.status}: {alert.symbol} {alert.condition} {_number(alert.price)} ({kind})"
+        f"{alert.status}: {alert.symbol} {alert.condition} {fmt_number(alert.price)} ({kind})"
         f"{fired}; alert {alert.id}"
     )
 
@@ -629,11 +631,11 @@ def list_alerts(
     for a in found:
         last = "-"
         if a.last_fired_at is not None:
-            last = f"{_time(a.last_fired_at)} @ {_number(a.last_fired_price)}"
+            last = f"{_time(a.last_fired_at)} @ {fmt_number(a.last_fired_price)}"
         table.add_row(
             a.id[:SHORT_ID],
             a.symbol,
-            f"{a.condition} {_number(a.price)}" + (" recurring" if a.recurring else ""),
+            f"{a.condition} {fmt_number(a.price)}" + (" recurring" if a.recurring else ""),
             a.status,
             str(a.fire_count),
             last,
@@ -749,7 +751,7 @@ def transfer_in(
     with _client(api, key_id, secret, admin=True) as client:
         done = client.deposit_asset(account_id, symbol, units, cost)
     typer.echo(
-        f"transferred {_qty(done.qty)} {done.symbol} at {_number(done.price)} "
+        f"transferred {fmt_qty(done.qty)} {done.symbol} at {fmt_number(done.price)} "
         f"into account {done.account_id}"
     )
 

@@ -1,0 +1,105 @@
+"""bourse.updates: an account's live updates over `/stream`, typed, and reconnecting."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from bourse.client import ApiError, ApiUnreachable, Endpoint
+from bourse.updates import Connected, Reconnecting, TradeUpdate, Update, stream_url, updates
+from tests.gateway.conftest import ExchangeStack
+from tests.gateway.test_orders_api import limit
+
+
+async def _next(stream: AsyncIterator[Update]) -> Update:
+    return await anext(stream)
+
+
+async def test_the_accounts_updates_from_the_real_gateway(exchange: ExchangeStack) -> None:
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader()
+    stream = updates(Endpoint(url=exchange.url, key_id=alice.key_id, secret=alice.secret))
+    try:
+        connected = await _next(stream)
+        assert isinstance(connected, Connected)
+        assert connected.url == stream_url(exchange.url)
+        placed = await alice.http.post("/v2/orders", json=limit("AAPL", "buy", "3", "150.00"))
+        update = await _next(stream)
+        assert isinstance(update, TradeUpdate)
+        assert (update.event, update.order.id) == ("new", placed.json()["id"])
+        assert update.order.limit_price is not None and update.order.limit_price == 150
+    finally:
+        await stream.aclose()
+
+
+async def test_a_wrong_secret_is_an_api_error_not_a_reconnection(exchange: ExchangeStack) -> None:
+    alice = await exchange.trader()
+    stream = updates(Endpoint(url=exchange.url, key_id=alice.key_id, secret="wrong"))
+    with pytest.raises(ApiError, match=f"refused the API key {alice.key_id}"):
+        await _next(stream)
+
+
+async def test_nothing_listening_is_unreachable() -> None:
+    stream = updates(Endpoint(url="http://127.0.0.1:1", key_id="PK", secret="s"))
+    with pytest.raises(
+        ApiUnreachable, match=re.escape("cannot reach the Bourse API at ws://127.0.0.1:1/stream")
+    ):
+        await _next(stream)
+
+
+async def test_streams_are_checked() -> None:
+    with pytest.raises(ValueError, match="streams must be some of"):
+        await _next(updates(Endpoint(url="http://x", key_id="PK", secret="s"), ["orders"]))
+    assert stream_url("https://bourse.example/") == "wss://bourse.example/stream"
+
+
+def _update(n: int) -> dict[str, Any]:
+    order = {
+        "id": f"order-{n}",
+        "client_order_id": f"c{n}",
+        "symbol": "AAPL",
+        "side": "buy",
+        "type": "market",
+        "time_in_force": "day",
+        "qty": "1",
+        "status": "new",
+    }
+    return {"stream": "trade_updates", "data": {"event": "new", "order": order}}
+
+
+async def test_a_dropped_connection_is_reported_and_opened_again() -> None:
+    """A server (speaking the protocol, as the gateway does) that closes the first connection
+    the way the gateway closes a slow consumer's."""
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        assert json.loads(await ws.recv())["action"] == "auth"
+        await ws.send(json.dumps({"stream": "authorization", "data": {"status": "authorized"}}))
+        streams = json.loads(await ws.recv())["data"]["streams"]
+        await ws.send(json.dumps({"stream": "listening", "data": {"streams": streams}}))
+        await ws.send(json.dumps(_update(connections)))
+        if connections == 1:
+            await ws.close(1008, "slow consumer: 1000 frames behind")
+        else:
+            await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        stream = updates(Endpoint(url=f"http://127.0.0.1:{port}", key_id="PK", secret="s"))
+        try:
+            seen = [await _next(stream) for _ in range(5)]
+        finally:
+            await stream.aclose()
+    kinds = [type(u).__name__ for u in seen]
+    assert kinds == ["Connected", "TradeUpdate", "Reconnecting", "Connected", "TradeUpdate"]
+    dropped = seen[2]
+    assert isinstance(dropped, Reconnecting)
+    assert dropped.problem == "slow consumer: 1000 frames behind"
+    assert [u.order.id for u in seen if isinstance(u, TradeUpdate)] == ["order-1", "order-2"]
