@@ -1,4 +1,4 @@
-"""`bourse bench orders`: an order's trip through the exchange, over NATS and over HTTP.
+"""`bourse bench orders`: an order's trip through the exchange, over NATS, HTTP and WebSocket.
 
 The exchange runs in a child process wired as `bourse up` wires it (the broker apart), on the
 event loop `bourse up` runs (uvloop; `BOURSE_EVENT_LOOP=asyncio` for the standard one): the
@@ -16,6 +16,8 @@ account (it rests) and a buy from the other (it crosses), so half of them execut
   rejected>.<id>`, read with core NATS wildcard subscriptions).
 - Over HTTP: POST /v2/orders on keep-alive connections (at most 32 requests at once), timed
   from request to response; the gateway answers once the engine has spoken (gateway/desk.py).
+- Over WebSocket: `submit_order` on the gateway's `/stream`, one connection per account,
+  timed from the frame sent to its `order_responses` answer (the same desk behind it).
 
 Each path runs at a moderate fixed rate (its latency), then in steps of a few seconds at
 doubling rates, then bisecting between the highest rate held and the lowest one missed until
@@ -51,8 +53,11 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import httpx
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 
 from benchmarks import Result, at_least, at_most
 from bourse.accounts.service import accounts_service, serve_queries
@@ -459,14 +464,7 @@ class HttpOrders:
 
     async def _post(self, tracker: Tracker, i: int) -> None:
         trader, side = _role(self._exchange, i)
-        body = {
-            "symbol": SYMBOL,
-            "qty": "1",
-            "side": side,
-            "type": "limit",
-            "time_in_force": "gtc",
-            "limit_price": str(PRICE),
-        }
+        body = _order_body(side)
         key = str(i)
         tracker.on_sent(key)
         try:
@@ -489,6 +487,68 @@ class HttpOrders:
                 if response.status_code == 200 and response.json()["status"] in HTTP_ANSWERS:
                     return time.perf_counter() - started
                 await asyncio.sleep(0.05)  # each poll costs the exchange an HTTP request
+
+
+class WsOrders:
+    """Sends submit_order on one /stream connection per trader; the answer is the response."""
+
+    def __init__(self, exchange: ExchangeProcess) -> None:
+        self._exchange = exchange
+        self._url = exchange.url.replace("http", "ws", 1) + "/stream"
+        self._connections: dict[str, ClientConnection] = {}
+        self._readers: list[asyncio.Task[None]] = []
+        self.tracker = Tracker()
+
+    async def start(self) -> None:
+        for trader in (self._exchange.seller, self._exchange.buyer):
+            ws = await ws_connect(self._url, max_queue=None)
+            auth = {"action": "auth", "key": trader.key_id, "secret": trader.secret}
+            await ws.send(_ws_encode(auth))
+            authorized = msgspec.json.decode(await ws.recv())
+            if authorized["data"]["status"] != "authorized":
+                raise RuntimeError(f"/stream refused the benchmark's key: {authorized}")
+            self._connections[trader.account_id] = ws
+            self._readers.append(asyncio.create_task(self._read(ws)))
+
+    async def close(self) -> None:
+        for reader in self._readers:
+            reader.cancel()
+        for ws in self._connections.values():
+            await ws.close()
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            message = msgspec.json.decode(frame)
+            if message["stream"] == "order_responses":
+                answer = message["data"]
+                ok = answer["status"] == 200
+                outcome = answer["order"]["status"] if ok else f"ws {answer['status']}"
+                self.tracker.on_answer(str(answer["request_id"]), outcome)
+
+    async def send(self, tracker: Tracker, i: int) -> None:
+        self.tracker = tracker
+        trader, side = _role(self._exchange, i)
+        body = _order_body(side)
+        tracker.on_sent(str(i))
+        await self._connections[trader.account_id].send(
+            _ws_encode({"action": "submit_order", "request_id": i, "data": body})
+        )
+
+
+def _order_body(side: orders.Side) -> dict[str, str]:
+    """POST /v2/orders's body (and submit_order's data) for one benchmark order."""
+    return {
+        "symbol": SYMBOL,
+        "qty": "1",
+        "side": side,
+        "type": "limit",
+        "time_in_force": "gtc",
+        "limit_price": str(PRICE),
+    }
+
+
+def _ws_encode(message: dict[str, Any]) -> str:
+    return msgspec.json.encode(message).decode()
 
 
 # ---- peers ----
@@ -545,6 +605,8 @@ async def _measure(nc: NATS, exchange: ExchangeProcess, plan: Plan) -> Result:
     ours = NatsOrders(nc, exchange)
     await ours.start()
     http = HttpOrders(exchange)
+    ws = WsOrders(exchange)
+    await ws.start()
     steps: list[Result] = []
 
     async def exchange_cpu() -> tuple[float, float]:
@@ -581,9 +643,13 @@ async def _measure(nc: NATS, exchange: ExchangeProcess, plan: Plan) -> Result:
     async def http_step(rate: float, seconds: float = plan.step_seconds) -> Result:
         return await costed(run_step(rate, seconds, http.send, HTTP_ANSWERS))
 
+    async def ws_step(rate: float, seconds: float = plan.step_seconds) -> Result:
+        return await costed(run_step(rate, seconds, ws.send, HTTP_ANSWERS))
+
     try:
         await nats_step(plan.nats_paced, plan.warmup / plan.nats_paced)
         await http_step(plan.http_paced, plan.warmup / plan.http_paced)
+        await ws_step(plan.http_paced, plan.warmup / plan.http_paced)
         payload = _sample_payload(exchange)
         round_trip = await request_reply(nc, payload, plan.round_trips)
         peer_rate, peer_refused = await publish_async_rate(nc, payload, plan.peer_messages)
@@ -591,9 +657,12 @@ async def _measure(nc: NATS, exchange: ExchangeProcess, plan: Plan) -> Result:
         nats_ramp = await ramp(nats_step, *plan.nats_ramp)
         http_paced = await http_step(plan.http_paced, plan.paced_seconds)
         http_ramp = await ramp(http_step, *plan.http_ramp)
+        ws_paced = await ws_step(plan.http_paced, plan.paced_seconds)
+        ws_ramp = await ramp(ws_step, *plan.http_ramp)
     finally:
         await ours.publisher.close()
         await http.client.aclose()
+        await ws.close()
     sent = sum(s["orders"] for s in steps)
     answered = sum(s["answered"] for s in steps)
     outcomes: Counter[str] = Counter()
@@ -602,6 +671,7 @@ async def _measure(nc: NATS, exchange: ExchangeProcess, plan: Plan) -> Result:
     return {
         "nats": {"paced": nats_paced, **nats_ramp},
         "http": {"paced": http_paced, **http_ramp},
+        "websocket": {"paced": ws_paced, **ws_ramp},
         "peers": {
             "request_reply_ms": {
                 "p50": round(round_trip.percentile(50) / 1e6, 3),

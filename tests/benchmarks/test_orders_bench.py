@@ -36,7 +36,8 @@ def test_orders_benchmark_answers_every_order_and_reports_both_targets() -> None
     assert figures["orders_answered"] == figures["orders_sent"] > 0
     assert figures["journal_publish_failed"] == 0
     nats_answers, http_answers = {"accepted", "executed"}, {"new", "partially_filled", "filled"}
-    for path, answers in (("nats", nats_answers), ("http", http_answers)):
+    paths = (("nats", nats_answers), ("http", http_answers), ("websocket", http_answers))
+    for path, answers in paths:
         _check_step(figures[path]["paced"], answers)
         for step in figures[path]["steps"]:
             _check_step(step, answers)
@@ -51,6 +52,7 @@ def test_orders_benchmark_answers_every_order_and_reports_both_targets() -> None
     paced = figures["nats"]["paced"]
     assert paced["fills"] == paced["orders"]
     assert figures["http"]["paced"]["outcomes"].get("filled", 0) > 0
+    assert figures["websocket"]["paced"]["outcomes"].get("filled", 0) > 0
 
     peers = figures["peers"]
     assert peers["jetstream_publish_async_refused"] == 0

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pytest
 
 from bourse.gateway.app import MAX_BODY
 from tests.conftest import eventually
-from tests.gateway.conftest import ExchangeStack
+from tests.gateway.conftest import ExchangeStack, Trader
+from tests.gateway.test_stream_orders import order_action, stream_session
 
 ORDER: dict[str, Any] = {
     "symbol": "AAPL",
@@ -625,6 +626,20 @@ async def _snapshot(exchange: ExchangeStack, http: Any) -> tuple[Any, ...]:
     return account["cash"], account["buying_power"], listed.json(), journal.state.last_seq
 
 
+async def _funded_snapshot(exchange: ExchangeStack, alice: Trader) -> tuple[Any, ...]:
+    """Alice's snapshot once her 10,000 shows: the accounts service, which answers for cash,
+    follows the journal on its own."""
+    before: tuple[Any, ...] = ()
+
+    async def funded() -> bool:
+        nonlocal before
+        before = await _snapshot(exchange, alice.http)
+        return before[:3] == ("10000", "10000", [])
+
+    await eventually(funded, message="alice's account never showed its cash")
+    return before
+
+
 @pytest.mark.parametrize("bad", CASES)
 async def test_a_bad_request_is_refused_precisely_and_changes_nothing(
     exchange: ExchangeStack, bad: Bad
@@ -639,15 +654,7 @@ async def test_a_bad_request_is_refused_precisely_and_changes_nothing(
         assert placed.status_code == 200, placed.text
         path = path.replace("{other}", placed.json()["id"])
         says = tuple(s.replace("{other}", placed.json()["id"]) for s in says)
-    before: tuple[Any, ...] = ()
-
-    async def funded() -> bool:
-        # The accounts service, which answers for cash, follows the journal on its own.
-        nonlocal before
-        before = await _snapshot(exchange, alice.http)
-        return before[:3] == ("10000", "10000", [])
-
-    await eventually(funded, message="alice's account never showed its cash")
+    before = await _funded_snapshot(exchange, alice)
 
     headers = {
         "trader": alice.headers,
@@ -672,4 +679,62 @@ async def test_a_bad_request_is_refused_precisely_and_changes_nothing(
     assert body["code"] == bad.status * 100_000 + 10_000
     for fragment in says:
         assert fragment in body["message"], (fragment, body["message"])
+    assert await _snapshot(exchange, alice.http) == before
+
+
+# ---- the same requests as order actions on the /stream WebSocket ----
+
+
+def _as_action(bad: Bad) -> tuple[str, dict[str, Any]] | None:
+    """The order action and data that ask what `bad` asks over REST (None: no such action)."""
+    if bad.key != "trader" or bad.headers or bad.content is not None:
+        return None
+    if (bad.method, bad.path) == ("POST", "/v2/orders") and bad.json is not UNSET:
+        return "submit_order", bad.json
+    if bad.path.startswith("/v2/orders/") and "?" not in bad.path:
+        order_id = bad.path.removeprefix("/v2/orders/")
+        if bad.method == "DELETE":
+            return "cancel_order", {"order_id": order_id}
+        if bad.method == "PATCH" and isinstance(bad.json, dict):
+            return "replace_order", {"order_id": order_id, **bad.json}
+    return None
+
+
+def _fits_a_frame(bad: Bad) -> bool:
+    """A frame over MAX_BODY is refused before its request_id is read: test_stream_orders.py."""
+    action = _as_action(bad)
+    return action is not None and len(json.dumps(action[1])) <= MAX_BODY
+
+
+STREAM_CASES = [(c.id, c.values[0]) for c in CASES if _fits_a_frame(c.values[0])]
+
+
+async def test_order_actions_on_the_stream_are_answered_as_rest_answers_them(
+    exchange: ExchangeStack,
+) -> None:
+    """Each request of CASES that an order action can make: the same status, code, message
+    and reason as the REST endpoint, and nothing changes (one account, case after case)."""
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader("10000")
+    bob = await exchange.trader("10000")
+    placed = await bob.http.post("/v2/orders", json=ORDER)
+    assert placed.status_code == 200, placed.text
+    before = await _funded_snapshot(exchange, alice)
+    assert len(STREAM_CASES) >= 40
+    async with stream_session(exchange, alice) as ws:
+        for name, bad in STREAM_CASES:
+            path = bad.path.replace("{other}", placed.json()["id"])
+            action = _as_action(replace(bad, path=path))
+            assert action is not None
+            rest = await alice.http.request(
+                bad.method, path, **({} if bad.json is UNSET else {"json": bad.json})
+            )
+            assert rest.status_code == bad.status, (name, rest.text)
+            answer = await order_action(ws, action[0], action[1], request_id=name)
+            assert answer == {
+                "request_id": name,
+                "action": action[0],
+                "status": rest.status_code,
+                **rest.json(),
+            }, name
     assert await _snapshot(exchange, alice.http) == before

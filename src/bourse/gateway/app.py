@@ -25,7 +25,7 @@ from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -179,7 +179,7 @@ def _too_large(limit: int) -> JSONResponse:
     ).response()
 
 
-def _validation_message(error: RequestValidationError) -> tuple[int, str]:
+def _validation_message(error: RequestValidationError | ValidationError) -> tuple[int, str]:
     parts = []
     status = 422
     for item in error.errors():
@@ -192,7 +192,7 @@ def _validation_message(error: RequestValidationError) -> tuple[int, str]:
         if item.get("type") == "extra_forbidden":
             message = "unknown field"
         if item.get("type") == "model_attributes_type" or (
-            item.get("type") in ("dict_type", "missing") and not location
+            item.get("type") in ("dict_type", "model_type", "missing") and not location
         ):
             status = 400
             message = "the body must be a JSON object"
@@ -281,7 +281,44 @@ def _json_decimal(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _uuid(text: str) -> str:
+def invalid_request(error: ValidationError) -> errors.ApiError:
+    """A request body that does not validate, as the REST endpoints answer it."""
+    status, message = _validation_message(error)
+    return errors.ApiError(status, message, reason="invalid_request")
+
+
+def new_order(body: alpaca.OrderRequest) -> NewOrder:
+    """What POST /v2/orders (and the stream's submit_order) asks of the desk."""
+    if body.notional is not None:
+        raise errors.unprocessable("notional orders are not supported; give qty")
+    if body.qty is None:
+        raise errors.unprocessable("qty is required")
+    if body.extended_hours:
+        raise errors.unprocessable("extended_hours is not supported: Bourse is always open")
+    return NewOrder(
+        symbol=body.symbol,
+        side=body.side,
+        kind=body.type,
+        time_in_force=body.time_in_force,
+        qty=body.qty,
+        limit_price=body.limit_price,
+        stop_price=body.stop_price,
+        client_order_id=body.client_order_id,
+    )
+
+
+def replacement(body: alpaca.ReplaceOrderRequest) -> Replacement:
+    """What PATCH /v2/orders/{id} (and the stream's replace_order) asks of the desk."""
+    return Replacement(
+        qty=body.qty,
+        limit_price=body.limit_price,
+        stop_price=body.stop_price,
+        time_in_force=body.time_in_force,
+        client_order_id=body.client_order_id,
+    )
+
+
+def order_id_of(text: str) -> str:
     """Order ids are UUIDs: anything else cannot be an order, so 404 without a lookup."""
     try:
         return str(uuid.UUID(text))
@@ -393,6 +430,12 @@ def clock_json(now: datetime | None = None) -> dict[str, Any]:
 # ---- who is calling ----
 
 
+def rate_limited(wait: float) -> errors.ApiError:
+    """429 with Retry-After: the key's requests came faster than its limit."""
+    headers = {"Retry-After": RateLimiter.retry_after(wait)}
+    return errors.ApiError(429, "rate limit exceeded", reason="rate_limited", headers=headers)
+
+
 async def principal(
     request: Request,
     key_id: Annotated[str | None, Header(alias="APCA-API-KEY-ID")] = None,
@@ -403,12 +446,7 @@ async def principal(
         raise errors.unauthorized("missing APCA-API-KEY-ID and APCA-API-SECRET-KEY headers")
     wait = ctx.limiter.check(key_id)
     if wait is not None:
-        raise errors.ApiError(
-            429,
-            "rate limit exceeded",
-            reason="rate_limited",
-            headers={"Retry-After": RateLimiter.retry_after(wait)},
-        )
+        raise rate_limited(wait)
     found = await ctx.auth.authenticate(key_id, secret)
     if found is None:
         raise errors.unauthorized("unknown API key or wrong secret")
@@ -478,26 +516,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     @app.post("/v2/orders", summary="Submit an order")
     async def submit_order(who: Who, body: Annotated[alpaca.OrderRequest, Body()]) -> Any:
-        if body.notional is not None:
-            raise errors.unprocessable("notional orders are not supported; give qty")
-        if body.qty is None:
-            raise errors.unprocessable("qty is required")
-        if body.extended_hours:
-            raise errors.unprocessable("extended_hours is not supported: Bourse is always open")
-        order = await desk.submit(
-            who.account_id,
-            NewOrder(
-                symbol=body.symbol,
-                side=body.side,
-                kind=body.type,
-                time_in_force=body.time_in_force,
-                qty=body.qty,
-                limit_price=body.limit_price,
-                stop_price=body.stop_price,
-                client_order_id=body.client_order_id,
-            ),
-        )
-        return alpaca.order_json(order)
+        return alpaca.order_json(await desk.submit(who.account_id, new_order(body)))
 
     @app.get("/v2/orders", summary="List orders")
     async def list_orders(
@@ -606,28 +625,18 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     @app.get("/v2/orders/{order_id}", summary="Get an order")
     async def get_order(who: Who, order_id: str, nested: bool = False) -> dict[str, Any]:
-        return alpaca.order_json(await desk.order(who.account_id, _uuid(order_id)))
+        return alpaca.order_json(await desk.order(who.account_id, order_id_of(order_id)))
 
     @app.patch("/v2/orders/{order_id}", summary="Replace an order")
     async def replace_order(
         who: Who, order_id: str, body: Annotated[alpaca.ReplaceOrderRequest, Body()]
     ) -> dict[str, Any]:
-        order = await desk.replace(
-            who.account_id,
-            _uuid(order_id),
-            Replacement(
-                qty=body.qty,
-                limit_price=body.limit_price,
-                stop_price=body.stop_price,
-                time_in_force=body.time_in_force,
-                client_order_id=body.client_order_id,
-            ),
-        )
+        order = await desk.replace(who.account_id, order_id_of(order_id), replacement(body))
         return alpaca.order_json(order)
 
     @app.delete("/v2/orders/{order_id}", status_code=204, summary="Cancel an order")
     async def cancel_order(who: Who, order_id: str) -> Response:
-        await desk.cancel(who.account_id, _uuid(order_id))
+        await desk.cancel(who.account_id, order_id_of(order_id))
         return Response(status_code=204)
 
     # ---- positions ----

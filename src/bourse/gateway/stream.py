@@ -30,6 +30,26 @@ and `risk`, the account's own risk alerts (`RiskAlert`s of the risk service, pub
 The gateway holds one subscription for each of them, whatever the number of clients, and
 hands each message to the connections of its own account only.
 
+Orders can be sent on the same connection (Bourse's own: Alpaca's stream only listens),
+without an HTTP request per order. Each action's `data` is the REST endpoint's body, checked
+by the same code, and is answered on `order_responses` with the REST endpoint's status and
+its order, or its error (`code`, `message`, `reason`; `retry_after` for 429):
+
+    -> {"action": "submit_order", "request_id": 7, "data": {POST /v2/orders's body}}
+    -> {"action": "replace_order", "request_id": 8, "data": {"order_id": ..., PATCH's body}}
+    -> {"action": "cancel_order", "request_id": 9, "data": {"order_id": ...}}
+    <- {"stream": "order_responses", "data": {"request_id": 7, "action": "submit_order",
+        "status": 200, "order": {...}}}
+    <- {"stream": "order_responses", "data": {"request_id": 9, "action": "cancel_order",
+        "status": 404, "code": 40410000, "message": "order ... not found", "reason": ...}}
+
+`request_id` (a string of at most 64 characters, or an integer) is the client's, echoed. The
+actions of one connection are answered concurrently, so answers can come in another order
+than the requests, and a trade update can come before its order's answer. A connection with
+MAX_IN_FLIGHT actions unanswered is not read until one is answered. An action before
+authenticating is answered 401; a frame over MAX_BODY bytes, or one that is not an action,
+on the `error` stream. An order sent before the client left is still placed.
+
 Each `listen` names every stream wanted (one left out is no longer sent); unknown names are
 ignored, and the answer lists the streams the connection now gets.
 
@@ -78,10 +98,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from fastapi import FastAPI, WebSocket
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, select
 from starlette.websockets import WebSocketDisconnect
 
@@ -90,9 +111,17 @@ from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.projector import ReadModelEvent
 from bourse.accounts.readmodel.rows import Fill, Order, OrderStatus
 from bourse.bus.streams import ORDERS, POSITIONS
-from bourse.gateway import alpaca
+from bourse.gateway import alpaca, errors
 from bourse.gateway.alerts import fired_json
-from bourse.gateway.app import GatewayContext
+from bourse.gateway.app import (
+    MAX_BODY,
+    GatewayContext,
+    invalid_request,
+    new_order,
+    order_id_of,
+    rate_limited,
+    replacement,
+)
 from bourse.gateway.auth import Principal, RateLimiter
 from bourse.gateway.riskfeed import RISK, risk_json
 from bourse.model import orders, positions
@@ -132,7 +161,30 @@ class Listen(msgspec.Struct, frozen=True, tag_field="action", tag="listen"):
     data: _Streams = _Streams()
 
 
-ClientMessage = Auth | Authenticate | Listen
+RequestId = Annotated[str, msgspec.Meta(max_length=64)] | int | None
+
+
+class SubmitOrder(msgspec.Struct, frozen=True, tag_field="action", tag="submit_order"):
+    request_id: RequestId = None
+    data: Any = None  # POST /v2/orders's body
+
+
+class ReplaceOrder(msgspec.Struct, frozen=True, tag_field="action", tag="replace_order"):
+    request_id: RequestId = None
+    data: Any = None  # {"order_id": ...} and PATCH /v2/orders/{id}'s body
+
+
+class CancelOrder(msgspec.Struct, frozen=True, tag_field="action", tag="cancel_order"):
+    request_id: RequestId = None
+    data: Any = None  # {"order_id": ...}
+
+
+OrderAction = SubmitOrder | ReplaceOrder | CancelOrder
+ClientMessage = Auth | Authenticate | Listen | SubmitOrder | ReplaceOrder | CancelOrder
+ACTIONS = "auth, authenticate, listen, submit_order, replace_order or cancel_order"
+ORDER_RESPONSES = "order_responses"  # Bourse's own: the answers to the order actions
+MAX_IN_FLIGHT = 64  # order actions one connection may have unanswered; then it is not read
+ORDER_GRACE = 15.0  # seconds a closed connection's order actions may still take to be placed
 
 _json_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 _msgpack_decoder: msgspec.msgpack.Decoder[ClientMessage] = msgspec.msgpack.Decoder(ClientMessage)
@@ -162,6 +214,23 @@ def authorization(status: str, action: str = "authenticate", message: str | None
 
 def error_frame(message: str) -> Frame:
     return {"stream": "error", "data": {"error": message}}
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], data: Any) -> _Model:
+    """An order action's data checked as the REST endpoint checks its body (same answers)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise invalid_request(error) from None
+
+
+def _order_id(data: Any) -> str:
+    if not isinstance(data, dict) or not isinstance(data.get("order_id"), str):
+        raise errors.bad_request('give the order as data: {"order_id": "<its id>", ...}')
+    return order_id_of(data["order_id"])
 
 
 # ---- one connection's outgoing frames ----
@@ -558,6 +627,8 @@ class _Session:
         self.websocket = websocket
         self.ctx = ctx
         self.updates = updates
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._order_tasks: set[asyncio.Task[None]] = set()
         content_type = websocket.headers.get("content-type", "")
         self.codec: Codec = "msgpack" if "msgpack" in content_type.lower() else "json"
         self.outbox = Outbox("", updates.queue_size)
@@ -582,6 +653,12 @@ class _Session:
             for task in (reader, writer, ended):
                 task.cancel()
             await asyncio.gather(reader, writer, ended, return_exceptions=True)
+            if self._order_tasks:
+                # An order the client sent is placed though it left (its answer goes nowhere):
+                # it cannot tell whether an order it sent was placed otherwise.
+                await asyncio.wait(self._order_tasks, timeout=ORDER_GRACE)
+                for task in self._order_tasks:
+                    task.cancel()
         if self.outbox.close is not None:
             await self._close(self.outbox.close)
 
@@ -617,17 +694,71 @@ class _Session:
                 payload = message.get("text")
             if payload is None or self.closing:
                 continue
+            if len(payload) > MAX_BODY:
+                self.outbox.put(
+                    error_frame(f"message too large: {len(payload)} bytes, at most {MAX_BODY}")
+                )
+                continue
             try:
                 request = decode_message(payload, self.codec)
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
                 self.outbox.put(
-                    error_frame(
-                        f"invalid message ({error}); send an object with action auth, "
-                        "authenticate or listen"
-                    )
+                    error_frame(f"invalid message ({error}); send an object with action {ACTIONS}")
                 )
                 continue
+            if isinstance(request, OrderAction):
+                # Answered concurrently, as many HTTP requests would be; past MAX_IN_FLIGHT
+                # unanswered the connection is not read until one is (TCP pushes back).
+                await self._in_flight.acquire()
+                task = asyncio.create_task(self._order(request))
+                self._order_tasks.add(task)
+                task.add_done_callback(self._order_done)
+                continue
             await self._handle(request)
+
+    def _order_done(self, task: asyncio.Task[None]) -> None:
+        self._order_tasks.discard(task)
+        self._in_flight.release()
+
+    async def _order(self, request: OrderAction) -> None:
+        """Answer one order action on ORDER_RESPONSES, as the REST endpoint would."""
+        action = type(request).__struct_config__.tag
+        data: dict[str, Any] = {"request_id": request.request_id, "action": action}
+        try:
+            order = await self._execute(request)
+        except errors.ApiError as error:
+            data |= {"status": error.status, **error.body()}
+            if "Retry-After" in error.headers:
+                data["retry_after"] = int(error.headers["Retry-After"])
+        except Exception:
+            log.exception("%s on /stream failed", action)
+            data |= {"status": 500, **errors.ApiError(500, "internal error").body()}
+        else:
+            data |= {"status": 200, "order": alpaca.order_json(order)}
+        self.outbox.put({"stream": ORDER_RESPONSES, "data": data})
+
+    async def _execute(self, request: OrderAction) -> Order:
+        who = self.principal
+        if who is None:
+            raise errors.unauthorized(
+                'authenticate first: send {"action": "auth", "key": ..., "secret": ...}'
+            )
+        wait = self.ctx.limiter.check(who.key_id)
+        if wait is not None:
+            raise rate_limited(wait)
+        desk = self.ctx.desk
+        match request:
+            case SubmitOrder(data=body):
+                order = new_order(_validated(alpaca.OrderRequest, body))
+                return await desk.submit(who.account_id, order)
+            case CancelOrder(data=body):
+                return await desk.cancel(who.account_id, _order_id(body))
+            case ReplaceOrder(data=body):
+                order_id = _order_id(body)
+                fields = {k: v for k, v in body.items() if k != "order_id"}
+                change = replacement(_validated(alpaca.ReplaceOrderRequest, fields))
+                return await desk.replace(who.account_id, order_id, change)
+        raise AssertionError(f"unhandled order action {request!r}")
 
     async def _handle(self, request: ClientMessage) -> None:
         match request:
