@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 from bourse.accounts.readmodel.projector import ReadModelEvent
 from bourse.bus.streams import ORDERS, POSITIONS
@@ -23,15 +24,10 @@ async def _readmodel_consumer(exchange: ExchangeStack, stream: str) -> str:
     return found[0]
 
 
-async def test_a_filled_answer_waits_for_its_positions(exchange: ExchangeStack) -> None:
-    """The positions travel on POSITIONS, apart from the fills on ORDERS: the read model's
-    POSITIONS reader is held back (its consumer paused) until the fill is in the read model's
-    orders, so an answer that does not wait for the positions comes back without them."""
-    await exchange.reference("AAPL", "190.00")
-    seller = await exchange.trader(shorting=True)
-    buyer = await exchange.trader("10000")
-    resting = await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "10", "190.00"))
-    assert resting.json()["status"] == "new"
+@contextlib.asynccontextmanager
+async def positions_held_until_a_fill(exchange: ExchangeStack) -> AsyncIterator[None]:
+    """The read model's POSITIONS reader is held back (its consumer paused) from the block's
+    start until the read model has applied a fill on ORDERS after the block."""
     assert exchange.gateway.readmodel is not None
     consumer = await _readmodel_consumer(exchange, POSITIONS.name)
     await exchange.js.pause_consumer(POSITIONS.name, consumer, "2999-01-01T00:00:00Z")
@@ -43,13 +39,50 @@ async def test_a_filled_answer_waits_for_its_positions(exchange: ExchangeStack) 
             filled.set_result(None)
 
     exchange.gateway.readmodel.add_listener(on_applied)
-    taking = asyncio.create_task(
-        buyer.http.post("/v2/orders", json=limit("AAPL", "buy", "10", "190.00"))
-    )
-    await asyncio.wait_for(filled, 10)
-    await exchange.js.resume_consumer(POSITIONS.name, consumer)
+    try:
+        yield
+        await asyncio.wait_for(filled, 10)
+    finally:
+        await exchange.js.resume_consumer(POSITIONS.name, consumer)
+
+
+async def test_a_filled_answer_waits_for_its_positions(exchange: ExchangeStack) -> None:
+    """The positions travel on POSITIONS, apart from the fills on ORDERS: with the read
+    model's POSITIONS reader held back until the fill is in its orders, an answer that does
+    not wait for the positions comes back without them."""
+    await exchange.reference("AAPL", "190.00")
+    seller = await exchange.trader(shorting=True)
+    buyer = await exchange.trader("10000")
+    resting = await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "10", "190.00"))
+    assert resting.json()["status"] == "new"
+    async with positions_held_until_a_fill(exchange):
+        taking = asyncio.create_task(
+            buyer.http.post("/v2/orders", json=limit("AAPL", "buy", "10", "190.00"))
+        )
     answer = await taking
     assert answer.json()["status"] == "filled", answer.text
+    positions = (await buyer.http.get("/v2/positions")).json()
+    assert [(p["symbol"], p["qty"]) for p in positions] == [("AAPL", "10")]
+
+
+async def test_a_replacement_that_fills_answers_with_its_fill_and_position(
+    exchange: ExchangeStack,
+) -> None:
+    """As for a new order: a PATCH whose new price crosses answers `filled`, its position
+    already in the read model (the POSITIONS reader held back as above)."""
+    await exchange.reference("AAPL", "190.00")
+    seller = await exchange.trader(shorting=True)
+    buyer = await exchange.trader("10000")
+    await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "10", "190.00"))
+    resting = await buyer.http.post("/v2/orders", json=limit("AAPL", "buy", "10", "189.00"))
+    assert resting.json()["status"] == "new", resting.text
+    async with positions_held_until_a_fill(exchange):
+        patching = asyncio.create_task(
+            buyer.http.patch(f"/v2/orders/{resting.json()['id']}", json={"limit_price": "190.00"})
+        )
+    answer = await patching
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["status"], answer.json()["filled_qty"]) == ("filled", "10")
     positions = (await buyer.http.get("/v2/positions")).json()
     assert [(p["symbol"], p["qty"]) for p in positions] == [("AAPL", "10")]
 

@@ -451,6 +451,7 @@ class OrderDesk:
             reference_price=self.prices.get(order.symbol),
         )
         waiter = self._watch(new_order_id)
+        self._watch_positions(account_id, waiter)
         old = self._watch(order_id)
         try:
             duplicate = await self._publish(
@@ -475,8 +476,17 @@ class OrderDesk:
             for event in waiter.events + old.events:
                 if isinstance(event, orders.OrderRejected) and event.request == "replace":
                     raise rejection_error(event)
+            if self._sync is not None and finished(waiter.events):
+                # A replacement that crosses fills right after it is booked: as for a new
+                # order, the answer shows its fills and their positions.
+                with contextlib.suppress(TimeoutError):
+                    await self._sync(self._engine_timeout)
+                await waiter.until(
+                    lambda _: waiter.positions_applied(account_id), self._engine_timeout
+                )
         finally:
             self._unwatch(new_order_id, waiter)
+            _forget(self._position_waiters, account_id, waiter)
             self._unwatch(order_id, old)
         found = await self.read(queries.get_order, account_id, new_order_id)
         if found is None:
