@@ -309,6 +309,23 @@ def test_watch_prints_the_accounts_own_updates_as_they_arrive(
     assert new["order"]["id"] == fill["order"]["id"]
 
 
+def test_watch_stops_cleanly_on_ctrl_c(platform: None, env: dict[str, str]) -> None:
+    watching = subprocess.Popen(
+        [BOURSE, "watch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert watching.stderr is not None
+        assert watching.stderr.readline().startswith("bourse: watching ")
+        watching.send_signal(signal.SIGINT)
+        out, err = watching.communicate(timeout=30)
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+            watching.wait()
+    assert watching.returncode == 0, err
+    assert (out, err) == ("", "")
+
+
 def test_watch_lines_read_as_a_trader_would_say_them() -> None:
     order = msgspec.json.decode(
         json.dumps(
