@@ -320,6 +320,35 @@ def order_type(limit_price: Decimal | None, stop_price: Decimal | None) -> Order
     return "market"
 
 
+def order_body(
+    symbol: str,
+    side: Side,
+    qty: Decimal,
+    *,
+    type: OrderType | None = None,
+    time_in_force: TimeInForce = "day",
+    limit_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    client_order_id: str | None = None,
+) -> dict[str, Any]:
+    """POST /v2/orders's body (decimals as exact strings); the type follows from the prices
+    unless given."""
+    body: dict[str, Any] = {
+        "symbol": symbol,
+        "qty": _text(qty),
+        "side": side,
+        "type": type or order_type(limit_price, stop_price),
+        "time_in_force": time_in_force,
+    }
+    if limit_price is not None:
+        body["limit_price"] = _text(limit_price)
+    if stop_price is not None:
+        body["stop_price"] = _text(stop_price)
+    if client_order_id is not None:
+        body["client_order_id"] = client_order_id
+    return body
+
+
 def _segment(text: str) -> str:
     return quote(text, safe="")
 
@@ -399,19 +428,16 @@ class BourseClient:
     ) -> Order:
         """Submit an order; its type is implied by the prices unless given. The answer comes
         once the exchange has decided: `new`, `filled`, `partially_filled`, `canceled`..."""
-        body: dict[str, Any] = {
-            "symbol": symbol,
-            "qty": _text(qty),
-            "side": side,
-            "type": type or order_type(limit_price, stop_price),
-            "time_in_force": time_in_force,
-        }
-        if limit_price is not None:
-            body["limit_price"] = _text(limit_price)
-        if stop_price is not None:
-            body["stop_price"] = _text(stop_price)
-        if client_order_id is not None:
-            body["client_order_id"] = client_order_id
+        body = order_body(
+            symbol,
+            side,
+            qty,
+            type=type,
+            time_in_force=time_in_force,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            client_order_id=client_order_id,
+        )
         return self._decode(self._request("POST", "/v2/orders", json=body), Order)
 
     def fills(self, *, limit: int = 50) -> list[FillActivity]:

@@ -9,7 +9,15 @@
             case Connected():                 ...  # listening (again, after a Reconnecting)
             case Reconnecting():              ...  # the connection dropped; trying again
 
-It speaks Alpaca's trade_updates protocol (docs/trading-api.md): authenticate, listen to
+`OrderSession` sends orders on one such connection, without an HTTP request per order, and
+hears the updates on it too (docs/trading-api.md, "Orders over the stream"):
+
+    async with await OrderSession.open(endpoint) as session:
+        order = await session.submit("AAPL", "buy", Decimal(10), limit_price=Decimal("189.50"))
+        async for update in session.updates():   # its own orders' updates, alerts, risk
+            ...
+
+`updates()` speaks Alpaca's trade_updates protocol (docs/trading-api.md): authenticate, listen to
 `trade_updates` and Bourse's `alerts` and `risk`. Wrong credentials raise `ApiError` (401);
 any other loss of the connection (the platform restarting, a slow-consumer close) is
 reported as `Reconnecting` and the stream is opened again after a short, growing delay.
@@ -19,16 +27,27 @@ Updates sent while it was away are not replayed: read `/v2/orders` for them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Final
+from types import TracebackType
+from typing import Any, Final
 
 import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from bourse.client import ApiError, ApiUnreachable, Endpoint, Order
+from bourse.client import (
+    ApiError,
+    ApiUnreachable,
+    Endpoint,
+    Order,
+    OrderType,
+    Side,
+    TimeInForce,
+    order_body,
+)
 
 STREAMS: Final = ("trade_updates", "alerts", "risk")
 RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 5.0)  # seconds before each reconnection, then the last
@@ -160,7 +179,11 @@ async def updates(
                     decoder = _DATA.get(frame.stream)
                     if decoder is not None:
                         yield decoder.decode(frame.data)
-                problem = "the server closed the connection"
+                problem = (
+                    f"closed by the server: {ws.close_reason}"
+                    if ws.close_reason
+                    else "the server closed the connection"
+                )
             except websockets.ConnectionClosed as e:
                 problem = e.rcvd.reason if e.rcvd and e.rcvd.reason else str(e)
             except (OSError, msgspec.DecodeError) as e:
@@ -173,3 +196,148 @@ async def updates(
         failures += 1
         yield Reconnecting(problem=problem, delay=delay)
         await asyncio.sleep(delay)
+
+
+class _Answer(msgspec.Struct, frozen=True, kw_only=True):
+    request_id: int
+    status: int
+    order: Order | None = None
+    code: int | None = None
+    message: str = ""
+    reason: str | None = None
+
+
+_answer = msgspec.json.Decoder(_Answer)
+
+
+class OrderSession:
+    """Orders over one authenticated `/stream` connection; updates on it as they come.
+
+    Each call waits for its own answer (several may be in flight at once, from different
+    tasks); a refusal raises `ApiError` as `BourseClient` does. A lost connection fails the
+    calls in flight with `ApiUnreachable` and ends `updates()`: open a new session (an order
+    sent just before is placed all the same: look it up by its client_order_id)."""
+
+    def __init__(self, ws: ClientConnection, url: str) -> None:
+        self._ws = ws
+        self._url = url
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[_Answer]] = {}
+        self._updates: asyncio.Queue[TradeUpdate | AlertFired | RiskAlert | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint, streams: Sequence[str] = STREAMS) -> OrderSession:
+        """Connect and authenticate; listen to `streams` (none: orders only)."""
+        url = stream_url(endpoint.url)
+        try:
+            ws = await _open(url, endpoint, streams)
+        except (OSError, TimeoutError, websockets.WebSocketException) as e:
+            raise ApiUnreachable(url, str(e) or type(e).__name__) from e
+        return cls(ws, url)
+
+    async def __aenter__(self) -> OrderSession:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def submit(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        type: OrderType | None = None,
+        time_in_force: TimeInForce = "day",
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        client_order_id: str | None = None,
+    ) -> Order:
+        """As `BourseClient.submit`: the order once the exchange has decided."""
+        body = order_body(
+            symbol,
+            side,
+            qty,
+            type=type,
+            time_in_force=time_in_force,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            client_order_id=client_order_id,
+        )
+        return await self._ask("submit_order", body)
+
+    async def replace(
+        self,
+        order_id: str,
+        *,
+        qty: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+    ) -> Order:
+        """The replacement order (its `replaces` is `order_id`)."""
+        data: dict[str, Any] = {"order_id": order_id}
+        for name, value in (("qty", qty), ("limit_price", limit_price), ("stop_price", stop_price)):
+            if value is not None:
+                data[name] = format(value, "f")
+        return await self._ask("replace_order", data)
+
+    async def cancel(self, order_id: str) -> Order:
+        """The order once canceled."""
+        return await self._ask("cancel_order", {"order_id": order_id})
+
+    async def updates(self) -> AsyncIterator[TradeUpdate | AlertFired | RiskAlert]:
+        """The updates of the streams listened to, until the connection ends."""
+        while (update := await self._updates.get()) is not None:
+            yield update
+
+    async def _ask(self, action: str, data: dict[str, Any]) -> Order:
+        request_id = next(self._ids)
+        answered: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = answered
+        try:
+            frame = {"action": action, "request_id": request_id, "data": data}
+            try:
+                await self._ws.send(msgspec.json.encode(frame).decode())
+            except websockets.ConnectionClosed as e:
+                raise ApiUnreachable(self._url, f"connection closed ({e})") from None
+            answer = await answered
+        finally:
+            self._waiting.pop(request_id, None)
+        if answer.order is None:
+            raise ApiError(answer.status, answer.message, code=answer.code, reason=answer.reason)
+        return answer.order
+
+    async def _read(self) -> None:
+        problem = "the server closed the connection"
+        try:
+            async for raw in self._ws:
+                frame = _frame.decode(raw)
+                if frame.stream == "order_responses":
+                    answer = _answer.decode(frame.data)
+                    waiting = self._waiting.get(answer.request_id)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(answer)
+                elif (decoder := _DATA.get(frame.stream)) is not None:
+                    self._updates.put_nowait(decoder.decode(frame.data))
+            if self._ws.close_reason:
+                problem = f"closed by the server: {self._ws.close_reason}"
+        except websockets.ConnectionClosed as e:
+            problem = e.rcvd.reason if e.rcvd and e.rcvd.reason else str(e)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            problem = f"the server sent a frame that is not Bourse's protocol: {e}"
+            await self._ws.close()
+        finally:
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_exception(ApiUnreachable(self._url, problem))
+            self._updates.put_nowait(None)

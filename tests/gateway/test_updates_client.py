@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from bourse.client import ApiError, ApiUnreachable, Endpoint
-from bourse.updates import Connected, Reconnecting, TradeUpdate, Update, stream_url, updates
+from bourse.client import ApiError, ApiUnreachable, Endpoint, Order
+from bourse.updates import (
+    Connected,
+    OrderSession,
+    Reconnecting,
+    TradeUpdate,
+    Update,
+    stream_url,
+    updates,
+)
 from tests.gateway.conftest import ExchangeStack
 from tests.gateway.test_orders_api import limit
 
@@ -103,3 +113,60 @@ async def test_a_dropped_connection_is_reported_and_opened_again() -> None:
     assert isinstance(dropped, Reconnecting)
     assert dropped.problem == "slow consumer: 1000 frames behind"
     assert [u.order.id for u in seen if isinstance(u, TradeUpdate)] == ["order-1", "order-2"]
+
+
+async def test_an_order_session_trades_and_hears_its_updates(exchange: ExchangeStack) -> None:
+    await exchange.reference("AAPL", "190.00")
+    seller = await exchange.trader(shorting=True)
+    alice = await exchange.trader("10000")
+    endpoint = Endpoint(url=exchange.url, key_id=alice.key_id, secret=alice.secret)
+    async with await OrderSession.open(endpoint, ["trade_updates"]) as session:
+        resting = await session.submit("AAPL", "buy", Decimal(3), limit_price=Decimal("150.00"))
+        assert (resting.status, resting.qty, resting.type) == ("new", 3, "limit")
+        replaced = await session.replace(resting.id, qty=Decimal(5))
+        assert (replaced.replaces, replaced.qty) == (resting.id, 5)
+        canceled = await session.cancel(replaced.id)
+        assert (canceled.id, canceled.status) == (replaced.id, "canceled")
+        await seller.http.post("/v2/orders", json=limit("AAPL", "sell", "2", "190.00"))
+        # Two at once from two tasks: each gets its own answer.
+        taken, refused = await asyncio.gather(
+            session.submit("AAPL", "buy", Decimal(2), limit_price=Decimal("190.00")),
+            session.submit("AAPL", "buy", Decimal(0), limit_price=Decimal("190.00")),
+            return_exceptions=True,
+        )
+        assert isinstance(taken, Order) and taken.status == "filled"
+        assert isinstance(refused, ApiError)
+        assert (refused.status, refused.reason) == (422, "invalid_quantity")
+        events = []
+        async for update in session.updates():
+            assert isinstance(update, TradeUpdate)
+            events.append((update.event, update.order.id))
+            if update.event == "fill":
+                break
+    assert events == [
+        ("new", resting.id),
+        ("replaced", resting.id),
+        ("new", replaced.id),
+        ("canceled", replaced.id),
+        ("new", taken.id),
+        ("fill", taken.id),
+    ]
+
+
+async def test_an_order_session_whose_connection_drops_fails_what_is_in_flight() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send(json.dumps({"stream": "authorization", "data": {"status": "authorized"}}))
+        streams = json.loads(await ws.recv())["data"]["streams"]
+        await ws.send(json.dumps({"stream": "listening", "data": {"streams": streams}}))
+        await ws.recv()  # an order: the server goes away instead of answering
+        await ws.close(1001, "going away")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        endpoint = Endpoint(url=f"http://127.0.0.1:{port}", key_id="PK", secret="s")
+        session = await OrderSession.open(endpoint)
+        with pytest.raises(ApiUnreachable, match="going away"):
+            await session.submit("AAPL", "buy", Decimal(1))
+        assert [u async for u in session.updates()] == []
+        await session.close()
