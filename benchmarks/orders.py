@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -70,6 +71,8 @@ from bourse.engine.service import engine_service
 from bourse.gateway.app import open_account
 from bourse.gateway.server import Gateway, GatewayConfig
 from bourse.model import marketdata, orders, subjects
+
+log = logging.getLogger(__name__)
 
 RATE_TARGET = 0.1  # orders/s held over NATS, at least this fraction of the raw publish rate
 LATENCY_TARGET = 30.0  # order p50 over NATS, at most this multiple of a request/reply p50
@@ -498,7 +501,10 @@ class WsOrders:
         self._url = exchange.url.replace("http", "ws", 1) + "/stream"
         self._connections: dict[str, ClientConnection] = {}
         self._readers: list[asyncio.Task[None]] = []
-        self.tracker = Tracker()
+        # request id -> the step's tracker and the order's key there: ids run on across steps,
+        # so a late answer from a missed step is not taken for the next step's order.
+        self._sent: dict[int, tuple[Tracker, str]] = {}
+        self._ids = itertools.count()
 
     async def start(self) -> None:
         for trader in (self._exchange.seller, self._exchange.buyer):
@@ -518,21 +524,29 @@ class WsOrders:
             await ws.close()
 
     async def _read(self, ws: ClientConnection) -> None:
-        async for frame in ws:
-            message = msgspec.json.decode(frame)
-            if message["stream"] == "order_responses":
-                answer = message["data"]
-                ok = answer["status"] == 200
-                outcome = answer["order"]["status"] if ok else f"ws {answer['status']}"
-                self.tracker.on_answer(str(answer["request_id"]), outcome)
+        try:
+            async for frame in ws:
+                message = msgspec.json.decode(frame)
+                if message["stream"] == "order_responses":
+                    answer = message["data"]
+                    tracker, key = self._sent.pop(answer["request_id"])
+                    ok = answer["status"] == 200
+                    tracker.on_answer(
+                        key, answer["order"]["status"] if ok else f"ws {answer['status']}"
+                    )
+        except Exception:
+            log.exception("the benchmark's /stream reader failed")
+            raise
 
     async def send(self, tracker: Tracker, i: int) -> None:
-        self.tracker = tracker
         trader, side = _role(self._exchange, i)
-        body = _order_body(side)
+        request_id = next(self._ids)
+        self._sent[request_id] = (tracker, str(i))
         tracker.on_sent(str(i))
         await self._connections[trader.account_id].send(
-            _ws_encode({"action": "submit_order", "request_id": i, "data": body})
+            _ws_encode(
+                {"action": "submit_order", "request_id": request_id, "data": _order_body(side)}
+            )
         )
 
 

@@ -20,7 +20,9 @@ hears the updates on it too (docs/trading-api.md, "Orders over the stream"):
 `updates()` speaks Alpaca's trade_updates protocol (docs/trading-api.md): authenticate, listen to
 `trade_updates` and Bourse's `alerts` and `risk`. Wrong credentials raise `ApiError` (401);
 any other loss of the connection (the platform restarting, a slow-consumer close) is
-reported as `Reconnecting` and the stream is opened again after a short, growing delay.
+reported as `Reconnecting` and the stream is opened again after a short, growing delay (or
+as long as the key's rate limit asks, when a reconnection is refused for it; `RateLimited`,
+a 429 `ApiError`, if the first connection is).
 Updates sent while it was away are not replayed: read `/v2/orders` for them.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -102,6 +105,17 @@ class Reconnecting(msgspec.Struct, frozen=True, kw_only=True):
 Update = TradeUpdate | AlertFired | RiskAlert | Connected | Reconnecting
 
 
+class RateLimited(ApiError):
+    """The key's requests came faster than its limit; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(429, message, reason="rate_limited")
+        self.retry_after = retry_after
+
+
+_RATE_LIMITED = re.compile(r"rate limit exceeded; retry in (\d+)s")
+
+
 class _Frame(msgspec.Struct, frozen=True):
     stream: str
     data: msgspec.Raw = msgspec.Raw(b"null")
@@ -137,6 +151,10 @@ async def _open(url: str, endpoint: Endpoint, streams: Sequence[str]) -> ClientC
             await ws.send(msgspec.json.encode(auth).decode())
             status = msgspec.json.decode(await _expect(ws, "authorization"))
             if not isinstance(status, dict) or status.get("status") != "authorized":
+                message = str(status.get("message", "")) if isinstance(status, dict) else ""
+                limited = _RATE_LIMITED.match(message)
+                if limited:
+                    raise RateLimited(message, float(limited.group(1)))
                 raise ApiError(401, f"the stream refused the API key {endpoint.key_id}")
             listen = {"action": "listen", "data": {"streams": list(streams)}}
             await ws.send(msgspec.json.encode(listen).decode())
@@ -162,8 +180,13 @@ async def updates(
     failures = 0
     connected_once = False
     while True:
+        wait = 0.0  # at least this long before the next try
         try:
             ws = await _open(url, endpoint, streams)
+        except RateLimited as e:
+            if not connected_once:
+                raise
+            problem, wait = e.message, e.retry_after
         except ApiError:
             raise
         except (OSError, TimeoutError, websockets.WebSocketException, msgspec.DecodeError) as e:
@@ -192,7 +215,7 @@ async def updates(
                 await ws.close()
         if not reconnect:
             return
-        delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+        delay = max(wait, RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
         failures += 1
         yield Reconnecting(problem=problem, delay=delay)
         await asyncio.sleep(delay)

@@ -353,6 +353,23 @@ CASES = [
         json={"qty": "2"},
     ),
     case("DELETE non-UUID order", "DELETE", f"/v2/orders/{NOT_A_UUID}", 404, NOT_A_UUID),
+    # two faults at once: the body is checked before the order id
+    case(
+        "PATCH non-UUID order with an unknown field",
+        "PATCH",
+        f"/v2/orders/{NOT_A_UUID}",
+        422,
+        "bogus: unknown field",
+        json={"bogus": 1},
+    ),
+    case(
+        "PATCH another's order with a list body",
+        "PATCH",
+        "/v2/orders/{other}",
+        400,
+        "JSON object",
+        json=[{"qty": "2"}],
+    ),
     case(
         "unknown client_order_id",
         "GET",
@@ -685,7 +702,7 @@ async def test_a_bad_request_is_refused_precisely_and_changes_nothing(
 # ---- the same requests as order actions on the /stream WebSocket ----
 
 
-def _as_action(bad: Bad) -> tuple[str, dict[str, Any]] | None:
+def _as_action(bad: Bad) -> tuple[str, Any] | None:
     """The order action and data that ask what `bad` asks over REST (None: no such action)."""
     if bad.key != "trader" or bad.headers or bad.content is not None:
         return None
@@ -697,6 +714,8 @@ def _as_action(bad: Bad) -> tuple[str, dict[str, Any]] | None:
             return "cancel_order", {"order_id": order_id}
         if bad.method == "PATCH" and isinstance(bad.json, dict):
             return "replace_order", {"order_id": order_id, **bad.json}
+        if bad.method == "PATCH" and bad.json is not UNSET:
+            return "replace_order", bad.json  # not an object: nowhere to put the id
     return None
 
 

@@ -5,6 +5,7 @@ test_bad_input.py)."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bourse.gateway.app import MAX_BODY
 from bourse.gateway.auth import RateLimiter
+from bourse.gateway.stream import MAX_IN_FLIGHT
 from tests.conftest import eventually
 from tests.gateway.conftest import ExchangeStack, Trader
 from tests.gateway.test_orders_api import limit
@@ -233,3 +235,64 @@ async def test_an_order_in_flight_when_the_client_leaves_is_still_placed(
         return found.status_code == 200 and found.json()["status"] == "new"
 
     await eventually(placed, message="the order was never placed")
+
+
+async def test_every_order_sent_before_leaving_is_placed_past_the_in_flight_window(
+    exchange: ExchangeStack,
+) -> None:
+    """More orders than MAX_IN_FLIGHT, then the client leaves at once: those the gateway had
+    not read yet are read after and placed too."""
+    await exchange.reference("AAPL", "190.00")
+    bob = await exchange.trader("10000000")
+    count = MAX_IN_FLIGHT * 2 + 20
+    async with stream_session(exchange, bob) as ws:
+        for n in range(count):
+            body = limit("AAPL", "buy", "1", "150.00", client_order_id=f"left-{n}")
+            await send_action(ws, "submit_order", body, request_id=n)
+
+    async def all_placed() -> bool:
+        listed = await bob.http.get("/v2/orders", params={"limit": "500"})
+        return len(listed.json()) == count
+
+    await eventually(all_placed, timeout=60, message=f"not all {count} orders were placed")
+
+
+async def test_request_ids_beyond_what_json_numbers_hold_are_refused_on_either_codec(
+    exchange: ExchangeStack, alice: Trader
+) -> None:
+    """A msgpack connection may send JSON text frames too; a request id it could not echo back
+    (2**64 does not fit msgpack) is refused up front, and the connection goes on."""
+    url = exchange.url.replace("http", "ws") + "/stream"
+    headers = {"Content-Type": "application/msgpack"}
+    async with connect(url, additional_headers=headers) as ws:
+        auth = {"action": "auth", "key": alice.key_id, "secret": alice.secret}
+        await ws.send(msgspec.msgpack.encode(auth))
+        assert msgspec.msgpack.decode(await ws.recv())["data"]["status"] == "authorized"
+        body = limit("AAPL", "buy", "1", "150.00")
+        for huge in (2**64, 2**53 + 1):
+            await ws.send(json.dumps({"action": "submit_order", "request_id": huge, "data": body}))
+            frame = msgspec.msgpack.decode(await ws.recv())
+            assert frame["stream"] == "error" and "request_id" in frame["data"]["error"], frame
+        await ws.send(
+            msgspec.msgpack.encode({"action": "submit_order", "request_id": 2**53, "data": body})
+        )
+        frame = msgspec.msgpack.decode(await ws.recv())
+        assert frame["stream"] == "order_responses"
+        assert (frame["data"]["request_id"], frame["data"]["status"]) == (2**53, 200)
+    assert len((await alice.http.get("/v2/orders")).json()) == 1
+
+
+async def test_data_is_read_as_rest_reads_a_body(exchange: ExchangeStack, alice: Trader) -> None:
+    """Numbers out of a double's range, which a strict parser refuses outright: the answer
+    still comes with its request id, and says what REST says."""
+    text = (
+        '{"symbol": "AAPL", "qty": 1e400, "side": "buy", "type": "market", "time_in_force": "day"}'
+    )
+    rest = await alice.http.post(
+        "/v2/orders", content=text, headers={"content-type": "application/json"}
+    )
+    async with stream_session(exchange, alice) as ws:
+        await ws.send(f'{{"action": "submit_order", "request_id": "big", "data": {text}}}')
+        answer = await next_frame(ws, "order_responses")
+    assert rest.status_code == 422, rest.text
+    assert answer == {"request_id": "big", "action": "submit_order", "status": 422, **rest.json()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -13,9 +13,11 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from bourse.client import ApiError, ApiUnreachable, Endpoint, Order
+from bourse.gateway.auth import RateLimiter
 from bourse.updates import (
     Connected,
     OrderSession,
+    RateLimited,
     Reconnecting,
     TradeUpdate,
     Update,
@@ -68,6 +70,26 @@ async def test_streams_are_checked() -> None:
     assert stream_url("https://bourse.example/") == "wss://bourse.example/stream"
 
 
+async def _let_in(ws: ServerConnection) -> None:
+    """Authorize the connection and take its listen, as the gateway does."""
+    await ws.send(json.dumps({"stream": "authorization", "data": {"status": "authorized"}}))
+    streams = json.loads(await ws.recv())["data"]["streams"]
+    await ws.send(json.dumps({"stream": "listening", "data": {"streams": streams}}))
+
+
+async def _first_updates(
+    handler: Callable[[ServerConnection], Awaitable[None]], n: int
+) -> list[Update]:
+    """The first `n` updates from a server speaking the protocol through `handler`."""
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        stream = updates(Endpoint(url=f"http://127.0.0.1:{port}", key_id="PK", secret="s"))
+        try:
+            return [await _next(stream) for _ in range(n)]
+        finally:
+            await stream.aclose()
+
+
 def _update(n: int) -> dict[str, Any]:
     order = {
         "id": f"order-{n}",
@@ -91,22 +113,14 @@ async def test_a_dropped_connection_is_reported_and_opened_again() -> None:
         nonlocal connections
         connections += 1
         assert json.loads(await ws.recv())["action"] == "auth"
-        await ws.send(json.dumps({"stream": "authorization", "data": {"status": "authorized"}}))
-        streams = json.loads(await ws.recv())["data"]["streams"]
-        await ws.send(json.dumps({"stream": "listening", "data": {"streams": streams}}))
+        await _let_in(ws)
         await ws.send(json.dumps(_update(connections)))
         if connections == 1:
             await ws.close(1008, "slow consumer: 1000 frames behind")
         else:
             await ws.wait_closed()
 
-    async with serve(handler, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        stream = updates(Endpoint(url=f"http://127.0.0.1:{port}", key_id="PK", secret="s"))
-        try:
-            seen = [await _next(stream) for _ in range(5)]
-        finally:
-            await stream.aclose()
+    seen = await _first_updates(handler, 5)
     kinds = [type(u).__name__ for u in seen]
     assert kinds == ["Connected", "TradeUpdate", "Reconnecting", "Connected", "TradeUpdate"]
     dropped = seen[2]
@@ -156,9 +170,7 @@ async def test_an_order_session_trades_and_hears_its_updates(exchange: ExchangeS
 async def test_an_order_session_whose_connection_drops_fails_what_is_in_flight() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.recv()
-        await ws.send(json.dumps({"stream": "authorization", "data": {"status": "authorized"}}))
-        streams = json.loads(await ws.recv())["data"]["streams"]
-        await ws.send(json.dumps({"stream": "listening", "data": {"streams": streams}}))
+        await _let_in(ws)
         await ws.recv()  # an order: the server goes away instead of answering
         await ws.close(1001, "going away")
 
@@ -170,3 +182,49 @@ async def test_an_order_session_whose_connection_drops_fails_what_is_in_flight()
             await session.submit("AAPL", "buy", Decimal(1))
         assert [u async for u in session.updates()] == []
         await session.close()
+
+
+async def test_a_rate_limited_first_connection_says_so(
+    exchange: ExchangeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await exchange.trader()
+    assert exchange.gateway.context is not None
+    monkeypatch.setattr(exchange.gateway.context, "limiter", RateLimiter(0.01, 1))
+    assert (await alice.http.get("/v2/account")).status_code == 200  # the key's one token
+    stream = updates(Endpoint(url=exchange.url, key_id=alice.key_id, secret=alice.secret))
+    with pytest.raises(RateLimited, match="rate limit exceeded") as refused:
+        await _next(stream)
+    assert (refused.value.status, refused.value.retry_after) == (429, 100)
+
+
+async def test_a_rate_limited_reconnection_waits_and_tries_again() -> None:
+    """A server that restarts, then refuses the key's reconnection for its rate limit (as the
+    gateway words it), then lets it in."""
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await ws.recv()
+        if connections == 2:
+            refusal = {"status": "unauthorized", "message": "rate limit exceeded; retry in 1s"}
+            await ws.send(json.dumps({"stream": "authorization", "data": refusal}))
+            await ws.close(1013, "rate limit exceeded; retry in 1s")
+            return
+        await _let_in(ws)
+        if connections == 1:
+            await ws.close(1012, "service restart")
+        else:
+            await ws.wait_closed()
+
+    seen = await _first_updates(handler, 4)
+    assert [type(u).__name__ for u in seen] == [
+        "Connected",
+        "Reconnecting",
+        "Reconnecting",
+        "Connected",
+    ]
+    restarted, limited = seen[1], seen[2]
+    assert isinstance(restarted, Reconnecting) and restarted.problem == "service restart"
+    assert isinstance(limited, Reconnecting)
+    assert (limited.problem, limited.delay) == ("rate limit exceeded; retry in 1s", 1.0)

@@ -43,12 +43,14 @@ its order, or its error (`code`, `message`, `reason`; `retry_after` for 429):
     <- {"stream": "order_responses", "data": {"request_id": 9, "action": "cancel_order",
         "status": 404, "code": 40410000, "message": "order ... not found", "reason": ...}}
 
-`request_id` (a string of at most 64 characters, or an integer) is the client's, echoed. The
+`request_id` (a string of at most 64 characters, or an integer of at most 2**53 either way)
+is the client's, echoed; `data` is parsed as the REST endpoint parses its body. The
 actions of one connection are answered concurrently, so answers can come in another order
 than the requests, and a trade update can come before its order's answer. A connection with
 MAX_IN_FLIGHT actions unanswered is not read until one is answered. An action before
 authenticating is answered 401; a frame over MAX_BODY bytes, or one that is not an action,
-on the `error` stream. An order sent before the client left is still placed.
+on the `error` stream. An order sent before the client left is still placed: the connection
+is read up to the client's close (ORDER_GRACE at most).
 
 Each `listen` names every stream wanted (one left out is no longer sent); unknown names are
 ignored, and the answer lists the streams the connection now gets.
@@ -92,6 +94,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections import OrderedDict, deque
@@ -161,22 +164,32 @@ class Listen(msgspec.Struct, frozen=True, tag_field="action", tag="listen"):
     data: _Streams = _Streams()
 
 
-RequestId = Annotated[str, msgspec.Meta(max_length=64)] | int | None
+# An integer request id stays within what a JSON double holds exactly (and msgpack encodes).
+RequestId = (
+    Annotated[str, msgspec.Meta(max_length=64)]
+    | Annotated[int, msgspec.Meta(ge=-(2**53), le=2**53)]
+    | None
+)
+_NO_DATA = msgspec.Raw(b"null")
+
+# `data` is kept raw and parsed as the REST endpoint parses its body (json.loads for JSON), so
+# the same bytes get the same answer either way, and a request id is read even when its data
+# is what the endpoint refuses.
 
 
 class SubmitOrder(msgspec.Struct, frozen=True, tag_field="action", tag="submit_order"):
     request_id: RequestId = None
-    data: Any = None  # POST /v2/orders's body
+    data: msgspec.Raw = _NO_DATA  # POST /v2/orders's body
 
 
 class ReplaceOrder(msgspec.Struct, frozen=True, tag_field="action", tag="replace_order"):
     request_id: RequestId = None
-    data: Any = None  # {"order_id": ...} and PATCH /v2/orders/{id}'s body
+    data: msgspec.Raw = _NO_DATA  # {"order_id": ...} and PATCH /v2/orders/{id}'s body
 
 
 class CancelOrder(msgspec.Struct, frozen=True, tag_field="action", tag="cancel_order"):
     request_id: RequestId = None
-    data: Any = None  # {"order_id": ...}
+    data: msgspec.Raw = _NO_DATA  # {"order_id": ...}
 
 
 OrderAction = SubmitOrder | ReplaceOrder | CancelOrder
@@ -646,21 +659,25 @@ class _Session:
         ended = asyncio.create_task(self.outbox.ended.wait())
         try:
             await asyncio.wait({reader, writer, ended}, return_when=asyncio.FIRST_COMPLETED)
+            for finished in (writer, ended):
+                finished.cancel()
+            if self.outbox.close is not None:  # ours (a slow consumer): it reads no more
+                await self._close(self.outbox.close)
+            elif not reader.done():
+                # The client left (the writer found it gone): what it sent before that is still
+                # read, up to the close, and its orders placed. It cannot tell whether an
+                # order it sent was placed otherwise (their answers go nowhere).
+                await asyncio.wait({reader}, timeout=ORDER_GRACE)
+            if self._order_tasks:
+                await asyncio.wait(self._order_tasks, timeout=ORDER_GRACE)
         finally:
             self.updates.unlisten(self.outbox)
             self._listen_alerts(False)
             self._listen_risk(False)
-            for task in (reader, writer, ended):
+            tasks: list[asyncio.Task[Any]] = [reader, writer, ended, *self._order_tasks]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, writer, ended, return_exceptions=True)
-            if self._order_tasks:
-                # An order the client sent is placed though it left (its answer goes nowhere):
-                # it cannot tell whether an order it sent was placed otherwise.
-                await asyncio.wait(self._order_tasks, timeout=ORDER_GRACE)
-                for task in self._order_tasks:
-                    task.cancel()
-        if self.outbox.close is not None:
-            await self._close(self.outbox.close)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _close(self, close: _Close) -> None:
         # A client that does not read may never take the close frame: do not wait forever.
@@ -674,7 +691,12 @@ class _Session:
             if isinstance(item, _Close):
                 await self._close(item)
                 return
-            await self.websocket.send_bytes(encode_frame(item, self.codec))
+            try:
+                frame = encode_frame(item, self.codec)
+            except (OverflowError, TypeError) as error:  # a bug, not the client's doing
+                log.error("a %s frame could not be encoded (%s): %r", self.codec, error, item)
+                continue
+            await self.websocket.send_bytes(frame)
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
@@ -732,7 +754,8 @@ class _Session:
                 data["retry_after"] = int(error.headers["Retry-After"])
         except Exception:
             log.exception("%s on /stream failed", action)
-            data |= {"status": 500, **errors.ApiError(500, "internal error").body()}
+            failed = errors.ApiError(500, "internal error", reason="internal")
+            data |= {"status": 500, **failed.body()}
         else:
             data |= {"status": 200, "order": alpaca.order_json(order)}
         self.outbox.put({"stream": ORDER_RESPONSES, "data": data})
@@ -747,18 +770,26 @@ class _Session:
         if wait is not None:
             raise rate_limited(wait)
         desk = self.ctx.desk
+        data = self._data(request.data)
         match request:
-            case SubmitOrder(data=body):
-                order = new_order(_validated(alpaca.OrderRequest, body))
+            case SubmitOrder():
+                order = new_order(_validated(alpaca.OrderRequest, data))
                 return await desk.submit(who.account_id, order)
-            case CancelOrder(data=body):
-                return await desk.cancel(who.account_id, _order_id(body))
-            case ReplaceOrder(data=body):
-                order_id = _order_id(body)
-                fields = {k: v for k, v in body.items() if k != "order_id"}
+            case CancelOrder():
+                return await desk.cancel(who.account_id, _order_id(data))
+            case ReplaceOrder():
+                # The body is checked before the order id, as FastAPI checks PATCH's.
+                fields = data
+                if isinstance(data, dict):
+                    fields = {k: v for k, v in data.items() if k != "order_id"}
                 change = replacement(_validated(alpaca.ReplaceOrderRequest, fields))
-                return await desk.replace(who.account_id, order_id, change)
+                return await desk.replace(who.account_id, _order_id(data), change)
         raise AssertionError(f"unhandled order action {request!r}")
+
+    def _data(self, raw: msgspec.Raw) -> Any:
+        if self.codec == "msgpack":
+            return msgspec.msgpack.decode(raw)
+        return json.loads(bytes(raw))  # as Starlette's request.json() reads a REST body
 
     async def _handle(self, request: ClientMessage) -> None:
         match request:
