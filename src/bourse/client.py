@@ -216,6 +216,16 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     secret: str
 
 
+class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An API key as administrators see it: never its secret."""
+
+    key_id: str
+    account_id: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
 class Deposit(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
     amount: Decimal
@@ -564,6 +574,19 @@ class BourseClient:
         """Lift the account's halt (an admin's, or the risk kill switch's); returns it."""
         response = self._request("POST", f"/admin/accounts/{_segment(account_id)}/resume")
         return self._decode(response, AccountSummary)
+
+    def keys(self, account_id: str) -> list[ApiKeyInfo]:
+        """The account's API keys, oldest first, revoked ones included."""
+        return self._get(f"/admin/accounts/{_segment(account_id)}/keys", list[ApiKeyInfo])
+
+    def create_key(self, account_id: str) -> Credentials:
+        """Another key for the account (to rotate keys: make one, switch, revoke the old)."""
+        response = self._request("POST", f"/admin/accounts/{_segment(account_id)}/keys")
+        return self._decode(response, Credentials)
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        """Revoke a key on every gateway at once; returns it with its `revoked_at`."""
+        return self._decode(self._request("DELETE", f"/admin/keys/{_segment(key_id)}"), ApiKeyInfo)
 
     # ---- the wire ----
 

@@ -266,6 +266,8 @@ def test_fills_lists_each_sides_trade(trade: Trade, env: dict[str, str]) -> None
         (["accounts", "resume", "nobody"], 1, "account nobody not found"),
         (["accounts", "halt", "nobody", "--reason", "x"], 1, "account nobody not found"),
         (["watch", "--streams", "orders"], 2, "some of trade_updates, alerts, risk"),
+        (["accounts", "revoke-key", "PKNOSUCHKEY"], 1, "API key PKNOSUCHKEY not found"),
+        (["accounts", "keys", "nobody"], 1, "account nobody not found"),
         (["watch", "--key-id", "PKNOPE", "--secret", "nope"], 1, "refused the API key PKNOPE"),
     ],
 )
@@ -275,6 +277,27 @@ def test_bad_input_gets_one_line_that_says_what_is_wrong(
     result = bourse(*args, env=env)
     assert result.returncode == code, result.stderr
     assert says in one_error_line(result)
+
+
+def test_an_accounts_key_is_rotated_and_the_old_one_revoked(
+    platform: None, env: dict[str, str]
+) -> None:
+    old = new_account(env, "--cash", "1000")
+    fresh: dict[str, str] = json.loads(ok("accounts", "new-key", old["account_id"], env=env))
+    assert fresh["account_id"] == old["account_id"] and fresh["key_id"] != old["key_id"]
+    assert ok_json("account", env=env, key=fresh)["id"] == old["account_id"]
+    listed = ok_json("accounts", "keys", old["account_id"], env=env)
+    assert [k["key_id"] for k in listed] == [old["key_id"], fresh["key_id"]]
+
+    said = ok("accounts", "revoke-key", old["key_id"], env=env)
+    assert said.startswith(f"key {old['key_id']}: revoked ") and said.endswith(" UTC\n")
+    refused = bourse("account", *as_account(old), env=env)
+    assert refused.returncode == 1
+    assert one_error_line(refused) == "unknown API key or wrong secret"
+    assert ok_json("account", env=env, key=fresh)["cash"] == "1000"
+    table = ok("accounts", "keys", old["account_id"], env=env)
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith("PK")}
+    assert "revoked" in rows[old["key_id"]] and "active" in rows[fresh["key_id"]]
 
 
 def test_watch_prints_the_accounts_own_updates_as_they_arrive(

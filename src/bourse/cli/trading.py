@@ -104,6 +104,9 @@ def register(app: typer.Typer) -> None:
     group.command("list")(list_accounts)
     group.command("deposit")(deposit)
     group.command("transfer-in")(transfer_in)
+    group.command("keys")(list_keys)
+    group.command("new-key")(new_key)
+    group.command("revoke-key")(revoke_key)
     group.command("halt")(halt)
     group.command("resume")(resume)
     app.add_typer(group)
@@ -684,6 +687,49 @@ def create_account(
     opening = parse_decimal("--cash", cash, "100000")
     with _client(api, key_id, secret, admin=True) as client:
         _print_json(client.create_account(opening, shorting=shorting))
+
+
+def list_keys(
+    account_id: Annotated[str, typer.Argument(help="The account whose keys to list.")],
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List an account's API keys (never their secrets), revoked ones included."""
+    with _client(api, key_id, secret, admin=True) as client:
+        found = client.keys(account_id)
+    if as_json:
+        _print_json(found)
+        return
+    table = _table("API keys", (("Key id", "left"), ("Created UTC", "left"), ("Status", "left")))
+    for key in found:
+        status = "active" if key.revoked_at is None else f"revoked {_time(key.revoked_at)}"
+        table.add_row(key.key_id, _time(key.created_at), status)
+    Console().print(table)
+
+
+def new_key(
+    account_id: Annotated[str, typer.Argument(help="The account to make another key for.")],
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+) -> None:
+    """Make another API key for an account and print it as JSON (the secret is shown once)."""
+    with _client(api, key_id, secret, admin=True) as client:
+        _print_json(client.create_key(account_id))
+
+
+def revoke_key(
+    revoked: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key to revoke.")],
+    api: ApiOption = None,
+    key_id: AdminKeyIdOption = None,
+    secret: AdminSecretOption = None,
+) -> None:
+    """Revoke an API key: refused at once on every gateway, its streams closed."""
+    with _client(api, key_id, secret, admin=True) as client:
+        found = client.revoke_key(revoked)
+    typer.echo(f"key {found.key_id}: revoked {found.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def list_accounts(

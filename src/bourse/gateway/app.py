@@ -15,17 +15,18 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from sqlalchemy import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,7 +35,7 @@ from bourse.accounts.query import LedgerSummary, UnknownAccount, decode_summary
 from bourse.accounts.readmodel import api_keys, queries
 from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.queries import InvalidQuery
-from bourse.accounts.readmodel.rows import Account, Order, Position
+from bourse.accounts.readmodel.rows import Account, ApiKey, Order, Position
 from bourse.alerts.view import AlertsView
 from bourse.gateway import alpaca, errors
 from bourse.gateway.alerts import alerts_router
@@ -46,6 +47,7 @@ from bourse.model import orders, subjects
 from bourse.model.instruments import AssetClass, Instrument
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_BODY = 64 * 1024  # bytes; an order is a few hundred
 MAX_CASH = Decimal(10) ** 12  # dollars in one deposit
@@ -63,6 +65,15 @@ class GatewayContext:
     started_at: float = 0.0
     alerts: AlertsView | None = None  # the accounts' price alerts (/v2/alerts)
     risk: RiskFeed | None = None  # the accounts' risk alerts (/v2/risk/alerts, /stream)
+    # Called with a key id once it is revoked (here or by another gateway): /stream closes
+    # that key's connections.
+    on_key_revoked: list[Callable[[str], None]] = field(default_factory=list)
+
+    def key_revoked(self, key_id: str) -> None:
+        """Forget a revoked key now: its cached check, and whatever it has open."""
+        self.auth.forget(key_id)
+        for callback in self.on_key_revoked:
+            callback(key_id)
 
 
 # ---- request bodies of the admin routes ----
@@ -411,6 +422,16 @@ def admin_account_json(account: Account) -> dict[str, Any]:
         "blocked_reason": account.blocked_reason,
         "shorting_enabled": account.shorting_enabled,
         "created_at": alpaca.rfc3339(account.created_at),
+    }
+
+
+def api_key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "key_id": key.key_id,
+        "account_id": key.account_id,
+        "role": key.role,
+        "created_at": alpaca.rfc3339(key.created_at),
+        "revoked_at": None if key.revoked_at is None else alpaca.rfc3339(key.revoked_at),
     }
 
 
@@ -855,6 +876,57 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     async def resume(_: Admin, account_id: str) -> Any:
         event = orders.TradingResumed(ts=time.time_ns(), account_id=account_id)
         return await journal_for(account_id, event, f"resume:{uuid.uuid4()}")
+
+    # ---- API keys ----
+
+    def write_keys(change: Callable[[Connection], _T]) -> Awaitable[_T]:
+        def run() -> _T:
+            with ctx.db.write() as conn:
+                return change(conn)
+
+        return asyncio.to_thread(run)
+
+    @app.get("/admin/accounts/{account_id}/keys", summary="An account's API keys (no secrets)")
+    async def list_keys(_: Admin, account_id: str) -> list[dict[str, Any]]:
+        await known_account(account_id)
+        found: list[ApiKey] = await desk.read(api_keys.list_api_keys, account_id)
+        return [api_key_json(k) for k in found]
+
+    @app.post(
+        "/admin/accounts/{account_id}/keys",
+        status_code=201,
+        summary="Make another API key for an account (to rotate its keys)",
+    )
+    async def create_key(_: Admin, account_id: str) -> Any:
+        await known_account(account_id)
+        key_id, secret = await write_keys(
+            lambda conn: api_keys.create_api_key(conn, account_id, "trader")
+        )
+        return JSONResponse(
+            {"account_id": account_id, "key_id": key_id, "secret": secret}, status_code=201
+        )
+
+    @app.delete("/admin/keys/{api_key_id}", summary="Revoke an API key, on every gateway at once")
+    async def revoke_key(who: Admin, api_key_id: str) -> Any:
+        if api_key_id == who.key_id:
+            raise errors.ApiError(
+                409, "a key cannot revoke itself: use another admin key", reason="own_key"
+            )
+        found: ApiKey | None = await desk.read(api_keys.get_api_key, api_key_id)
+        if found is None:
+            raise errors.not_found(f"API key {api_key_id} not found")
+        if found.revoked_at is None:  # revoking again changes nothing (and says when it was)
+            await write_keys(lambda conn: api_keys.revoke_api_key(conn, api_key_id))
+            found = await desk.read(api_keys.get_api_key, api_key_id)
+            assert found is not None
+        ctx.key_revoked(api_key_id)
+        try:
+            await ctx.nc.publish(subjects.API_KEY_REVOKED, api_key_id.encode())
+        except NatsError as error:  # this gateway has forgotten it; others within their TTL
+            log.warning(
+                "could not tell the other gateways that %s is revoked: %s", api_key_id, error
+            )
+        return api_key_json(found)
 
     # ---- historical market data (Alpaca Market Data API), from the history service ----
 

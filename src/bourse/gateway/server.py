@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from starlette.types import ASGIApp
 
@@ -41,6 +42,7 @@ from bourse.gateway.metrics import HttpMetrics, MonitorConfig
 from bourse.gateway.ops import Ops, register_ops
 from bourse.gateway.riskfeed import RiskFeed
 from bourse.gateway.stream import TradeUpdates, register_stream
+from bourse.model import subjects
 from bourse.model.instruments import DEFAULT_UNIVERSE, Instrument
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,7 @@ class Gateway:
         self.market_data: MarketDataStream | None = None
         self.context: GatewayContext | None = None
         self._prices_sub: Subscription | None = None
+        self._revocations: Subscription | None = None
         self._http: HttpServer | None = None
         self.url = ""
 
@@ -195,6 +198,12 @@ class Gateway:
         )
         api = create_app(self.context)
         register_stream(api, self.context, self.trade_updates)
+        context = self.context
+
+        async def on_key_revoked(msg: Msg) -> None:  # by an admin, on any gateway
+            context.key_revoked(msg.data.decode(errors="replace"))
+
+        self._revocations = await self._nc.subscribe(subjects.API_KEY_REVOKED, cb=on_key_revoked)
         api.add_middleware(HttpMetrics, stats=self.ops.http)
         register_ops(api, self.ops)
         self.ops.watch_readmodel(self.readmodel, self.db)
@@ -266,8 +275,9 @@ class Gateway:
             await self.risk.stop()
         if self.readmodel is not None:
             await self.readmodel.stop()
-        if self._prices_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._prices_sub.unsubscribe()
+        for subscription in (self._prices_sub, self._revocations):
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
         if self.db is not None:
             self.db.close()

@@ -898,14 +898,25 @@ def register_stream(
 ) -> None:
     """Serve `updates` at `/stream`, authenticating with the gateway's API keys."""
 
+    sessions: set[_Session] = set()
+
+    def key_revoked(key_id: str) -> None:
+        for session in sessions:
+            if session.principal is not None and session.principal.key_id == key_id:
+                session.outbox.end(POLICY_VIOLATION, "API key revoked")
+
+    ctx.on_key_revoked.append(key_revoked)
+
     @app.websocket("/stream")
     async def stream(websocket: WebSocket) -> None:
         session = _Session(
             websocket, ctx, updates, auth_timeout=auth_timeout, close_timeout=close_timeout
         )
         updates.connections += 1
+        sessions.add(session)
         try:
             with contextlib.suppress(WebSocketDisconnect):
                 await session.run()
         finally:
+            sessions.discard(session)
             updates.connections -= 1

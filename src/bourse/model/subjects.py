@@ -120,6 +120,9 @@ ORDERS_NEW = f"{ORDERS_ROOT}.new"
 ORDERS_CANCEL = f"{ORDERS_ROOT}.cancel"
 ORDERS_REPLACE = f"{ORDERS_ROOT}.replace"
 ORDERS_ADMIN = f"{ORDERS_ROOT}.admin"
+# Core NATS, no stream: an admin revoked this API key (the payload is its id); every gateway
+# forgets it at once and closes its WebSocket connections.
+API_KEY_REVOKED = "gateway.keys.revoked"
 ORDERS_SESSION = f"{ORDERS_ROOT}.session"
 ALL_VALIDATED = f"{ORDERS_ROOT}.validated.>"
 ALL_ORDERS = f"{ORDERS_ROOT}.>"

@@ -70,6 +70,17 @@ def get_api_key(conn: Connection, key_id: str) -> ApiKey | None:
     return None if row is None else schema.from_db(ApiKey, row)
 
 
+def list_api_keys(conn: Connection, account_id: str) -> list[ApiKey]:
+    """The account's keys, oldest first (revoked ones included)."""
+    keys = schema.api_keys
+    rows = conn.execute(
+        select(*_public_columns())
+        .where(keys.c.account_id == account_id)
+        .order_by(keys.c.created_at, keys.c.key_id)
+    ).all()
+    return [schema.from_db(ApiKey, row) for row in rows]
+
+
 def verify_api_key(conn: Connection, key_id: str, secret: str) -> ApiKey | None:
     """The key if `secret` is its secret and it is not revoked; None otherwise."""
     keys = schema.api_keys
