@@ -24,7 +24,9 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
-from bourse.accounts.readmodel.api_keys import verify_api_key
+from bourse.accounts.readmodel.api_keys import create_api_key, get_api_key, verify_api_key
+from bourse.accounts.readmodel.database import Database
+from bourse.accounts.readmodel.queries import get_account
 from bourse.accounts.service import accounts_service, serve_queries
 from bourse.agents.config import MarketMakersConfig
 from bourse.agents.recovery import OrderRegistry
@@ -424,6 +426,11 @@ class Platform:
 
                 if await asyncio.to_thread(still_valid):
                     return known
+                renewed = await asyncio.to_thread(_renew_revoked_keys, db, known)
+                if renewed is not None:
+                    _write_credentials(path, renewed)
+                    log.warning("a demo key was revoked: new keys, same accounts, in %s", path)
+                    return renewed
                 log.warning("the demo keys in %s are not in the database; making new ones", path)
         context = self.gateway.context
         admin = await open_account(context, cash=Decimal(0), role="admin")
@@ -435,10 +442,7 @@ class Platform:
             admin_key_id=admin["key_id"],
             admin_secret=admin["secret"],
         )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(made)))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        _write_credentials(path, made)
         log.info("opened the demo account %s with %s", made.account_id, self.config.demo_cash)
         return made
 
@@ -518,3 +522,33 @@ class Platform:
         if self.server is not None:
             await self._step("nats-server", self.server.stop)
         remove_runtime(self.config.home, pid=os.getpid())
+
+
+def _write_credentials(path: Path, credentials: Credentials) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(credentials)))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _renew_revoked_keys(db: Database, known: Credentials) -> Credentials | None:
+    """New keys for the demo account and the operator where an admin revoked theirs (keys are
+    rotated so): the same account and its money, not a new one. None if the demo account or
+    the admin key's owner is not in the database at all."""
+    with db.write() as conn:
+        admin_key = get_api_key(conn, known.admin_key_id)
+        if get_account(conn, known.account_id) is None or admin_key is None:
+            return None
+        key_id, secret = known.key_id, known.secret
+        if verify_api_key(conn, key_id, secret) is None:
+            key_id, secret = create_api_key(conn, known.account_id, "trader")
+        admin_key_id, admin_secret = known.admin_key_id, known.admin_secret
+        if verify_api_key(conn, admin_key_id, admin_secret) is None:
+            admin_key_id, admin_secret = create_api_key(conn, admin_key.account_id, "admin")
+    return Credentials(
+        account_id=known.account_id,
+        key_id=key_id,
+        secret=secret,
+        admin_key_id=admin_key_id,
+        admin_secret=admin_secret,
+    )

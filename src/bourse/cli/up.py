@@ -168,14 +168,14 @@ def up(
         return (
             f"Bourse is up.\n  dashboard  {platform.gateway.url}/\n"
             f"  API        {platform.gateway.url}   (docs: {platform.gateway.url}/docs)\n"
-            f"  streams    {ws}/stream (trades)   {ws}/v2/sip   {ws}/v1beta3/crypto/us\n"
+            f"  streams    {ws}/stream (orders, trades)   {ws}/v2/sip   {ws}/v1beta3/crypto/us\n"
             f"  NATS       {platform.nats_url}\n"
             f"  demo       APCA-API-KEY-ID={keys.key_id}\n"
             f"             APCA-API-SECRET-KEY={keys.secret}\n"
             f"  runtime    {config.home / 'runtime.json'}\n"
             f"{workers}"
-            "  try        bourse order buy AAPL 10   |   bourse ticker 'md.*.AAPL'   |   "
-            "bourse streams"
+            "  try        bourse order buy AAPL 10   |   bourse watch   |   "
+            "bourse ticker 'md.*.AAPL'   |   bourse streams"
         )
 
     _serve(config, banner, "Bourse stopped cleanly.")

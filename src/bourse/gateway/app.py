@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, Protocol, TypeVar
@@ -35,7 +35,7 @@ from bourse.accounts.query import LedgerSummary, UnknownAccount, decode_summary
 from bourse.accounts.readmodel import api_keys, queries
 from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.queries import InvalidQuery
-from bourse.accounts.readmodel.rows import Account, ApiKey, Order, Position
+from bourse.accounts.readmodel.rows import Account, ApiKey, Order, Position, Role
 from bourse.alerts.view import AlertsView
 from bourse.gateway import alpaca, errors
 from bourse.gateway.alerts import alerts_router
@@ -65,15 +65,6 @@ class GatewayContext:
     started_at: float = 0.0
     alerts: AlertsView | None = None  # the accounts' price alerts (/v2/alerts)
     risk: RiskFeed | None = None  # the accounts' risk alerts (/v2/risk/alerts, /stream)
-    # Called with a key id once it is revoked (here or by another gateway): /stream closes
-    # that key's connections.
-    on_key_revoked: list[Callable[[str], None]] = field(default_factory=list)
-
-    def key_revoked(self, key_id: str) -> None:
-        """Forget a revoked key now: its cached check, and whatever it has open."""
-        self.auth.forget(key_id)
-        for callback in self.on_key_revoked:
-            callback(key_id)
 
 
 # ---- request bodies of the admin routes ----
@@ -886,10 +877,22 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
         return asyncio.to_thread(run)
 
+    async def key_owner(account_id: str) -> tuple[Role, list[ApiKey]]:
+        """The role of an account's keys, and the keys: a trading account's are traders', an
+        operator's (an admin key's owner, not an account) admins'."""
+        account, found = await asyncio.gather(
+            desk.read(queries.get_account, account_id),
+            desk.read(api_keys.list_api_keys, account_id),
+        )
+        if account is not None:
+            return "trader", found
+        if found and all(k.role == "admin" for k in found):
+            return "admin", found
+        raise errors.not_found(f"account {account_id} not found")
+
     @app.get("/admin/accounts/{account_id}/keys", summary="An account's API keys (no secrets)")
     async def list_keys(_: Admin, account_id: str) -> list[dict[str, Any]]:
-        await known_account(account_id)
-        found: list[ApiKey] = await desk.read(api_keys.list_api_keys, account_id)
+        found = (await key_owner(account_id))[1]
         return [api_key_json(k) for k in found]
 
     @app.post(
@@ -898,9 +901,9 @@ def create_app(ctx: GatewayContext) -> FastAPI:
         summary="Make another API key for an account (to rotate its keys)",
     )
     async def create_key(_: Admin, account_id: str) -> Any:
-        await known_account(account_id)
+        role = (await key_owner(account_id))[0]
         key_id, secret = await write_keys(
-            lambda conn: api_keys.create_api_key(conn, account_id, "trader")
+            lambda conn: api_keys.create_api_key(conn, account_id, role)
         )
         return JSONResponse(
             {"account_id": account_id, "key_id": key_id, "secret": secret}, status_code=201
@@ -919,7 +922,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
             await write_keys(lambda conn: api_keys.revoke_api_key(conn, api_key_id))
             found = await desk.read(api_keys.get_api_key, api_key_id)
             assert found is not None
-        ctx.key_revoked(api_key_id)
+        ctx.auth.revoked(api_key_id)  # refused here at once; its connections closed
         try:
             await ctx.nc.publish(subjects.API_KEY_REVOKED, api_key_id.encode())
         except NatsError as error:  # this gateway has forgotten it; others within their TTL

@@ -19,14 +19,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bourse.accounts.readmodel.api_keys import verify_api_key
 from bourse.accounts.readmodel.database import Database
 from bourse.accounts.readmodel.rows import Role
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +54,12 @@ class Authenticator:
         # Checks running, by key id and the SHA-256 of the secret they check.
         self._checking: dict[tuple[str, bytes], asyncio.Future[Principal | None]] = {}
         self.verifications = 0  # full scrypt checks done (for tests and metrics)
+        # Revocations seen, per key: a check that ran across one counts for nothing.
+        self._revocations: dict[str, int] = {}
+        self._revoked_listeners: list[Callable[[str], None]] = []
 
     async def authenticate(self, key_id: str, secret: str) -> Principal | None:
+        revocations = self._revocations.get(key_id, 0)
         digest = hashlib.sha256(secret.encode()).digest()
         now = time.monotonic()
         cached = self._cache.get(key_id)
@@ -61,23 +70,45 @@ class Authenticator:
             running = self._checking[(key_id, digest)] = asyncio.ensure_future(
                 self._check(key_id, secret, digest)
             )
-            running.add_done_callback(lambda _: self._checking.pop((key_id, digest), None))
+            running.add_done_callback(lambda done: self._done_checking(key_id, digest, done))
         # Shielded: a caller that gives up (a client gone) does not cancel the others' check.
-        return await asyncio.shield(running)
+        principal = await asyncio.shield(running)
+        if self._revocations.get(key_id, 0) != revocations:
+            return None  # revoked while this caller waited
+        return principal
+
+    def _done_checking(self, key_id: str, digest: bytes, done: asyncio.Future[Any]) -> None:
+        if self._checking.get((key_id, digest)) is done:
+            del self._checking[(key_id, digest)]
 
     async def _check(self, key_id: str, secret: str, digest: bytes) -> Principal | None:
         self.verifications += 1
+        revocations = self._revocations.get(key_id, 0)
         principal = await asyncio.to_thread(self._verify, key_id, secret)
-        if principal is None:
-            return None
+        if principal is None or self._revocations.get(key_id, 0) != revocations:
+            return None  # a key revoked while its row was being checked is not remembered
         self._cache[key_id] = (digest, principal, time.monotonic() + self._ttl)
         self._cache.move_to_end(key_id)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
         return principal
 
-    def forget(self, key_id: str) -> None:
+    def revoked(self, key_id: str) -> None:
+        """The key was revoked: refuse it from now on, checks in flight included, and tell
+        the listeners (the WebSocket endpoints close its connections)."""
+        self._revocations[key_id] = self._revocations.get(key_id, 0) + 1
         self._cache.pop(key_id, None)
+        for checking in [c for c in self._checking if c[0] == key_id]:
+            del self._checking[checking]  # a request from now on checks afresh
+        for listener in self._revoked_listeners:
+            try:
+                listener(key_id)
+            except Exception:
+                log.exception("a listener for revoked key %s failed", key_id)
+
+    def on_revoked(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(key_id)` whenever a key is revoked (in the event loop; keep it short)."""
+        self._revoked_listeners.append(listener)
 
     def _verify(self, key_id: str, secret: str) -> Principal | None:
         with self._db.read() as conn:

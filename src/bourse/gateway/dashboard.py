@@ -328,55 +328,82 @@ def register_dashboard(
             **msgspec.to_builtins(report),
         }
 
+    pages: dict[str, set[asyncio.Event]] = {}  # key id -> its pages' "revoked" events
+
+    def key_revoked(key_id: str) -> None:
+        for revoked in pages.get(key_id, ()):
+            revoked.set()
+
+    ctx.auth.on_revoked(key_revoked)
+
     @app.websocket("/dashboard/ws")
     async def market(websocket: WebSocket) -> None:
         await websocket.accept()
         with contextlib.suppress(WebSocketDisconnect):
-            if not await _authenticate(websocket, ctx, auth_timeout):
+            key_id = await _authenticate(websocket, ctx, auth_timeout)
+            if key_id is None:
                 return
+            revoked = asyncio.Event()
+            pages.setdefault(key_id, set()).add(revoked)
             page = await relay.join()
             try:
-                await _pump(websocket, page, frame_interval)
+                await _pump(websocket, page, frame_interval, revoked)
             finally:
                 await relay.leave(page)
+                pages[key_id].discard(revoked)
+                if not pages[key_id]:
+                    del pages[key_id]
+            if revoked.is_set():
+                await websocket.send_json({"type": "error", "message": "API key revoked"})
+                await websocket.close(POLICY_VIOLATION, "API key revoked")
 
 
-async def _authenticate(websocket: WebSocket, ctx: GatewayContext, timeout: float) -> bool:
-    async def refuse(message: str) -> bool:
+async def _authenticate(websocket: WebSocket, ctx: GatewayContext, timeout: float) -> str | None:
+    """The key id the page authenticated with; None once it is refused (and closed)."""
+
+    async def refuse(message: str) -> None:
         await websocket.send_json({"type": "error", "message": message})
         await websocket.close(POLICY_VIOLATION, message[:120])
-        return False
 
     try:
         text = await asyncio.wait_for(websocket.receive_text(), timeout)
     except TimeoutError:
-        return await refuse(f"not authenticated within {timeout:g} s")
+        await refuse(f"not authenticated within {timeout:g} s")
+        return None
     try:
         message = msgspec.json.decode(text)
     except msgspec.DecodeError:
-        return await refuse('send {"action": "auth", "key": KEY_ID, "secret": SECRET} first')
+        await refuse('send {"action": "auth", "key": KEY_ID, "secret": SECRET} first')
+        return None
     if not (
         isinstance(message, dict)
         and message.get("action") == "auth"
         and isinstance(message.get("key"), str)
         and isinstance(message.get("secret"), str)
     ):
-        return await refuse('send {"action": "auth", "key": KEY_ID, "secret": SECRET} first')
-    if await ctx.auth.authenticate(message["key"], message["secret"]) is None:
-        return await refuse("unknown API key or wrong secret")
+        await refuse('send {"action": "auth", "key": KEY_ID, "secret": SECRET} first')
+        return None
+    principal = await ctx.auth.authenticate(message["key"], message["secret"])
+    if principal is None:
+        await refuse("unknown API key or wrong secret")
+        return None
     await websocket.send_json({"type": "authorized"})
-    return True
+    return principal.key_id
 
 
-async def _pump(websocket: WebSocket, page: Conflation, frame_interval: float) -> None:
-    """Send `page` its pending data at most once per `frame_interval`, until it goes away."""
+async def _pump(
+    websocket: WebSocket, page: Conflation, frame_interval: float, revoked: asyncio.Event
+) -> None:
+    """Send `page` its pending data at most once per `frame_interval`, until it goes away
+    or its key is revoked."""
     closed = asyncio.create_task(_until_closed(websocket))
+    stopped = asyncio.create_task(revoked.wait())
     try:
-        while not closed.done():
+        while not closed.done() and not revoked.is_set():
             waiting = asyncio.create_task(page.pending.wait())
-            await asyncio.wait({waiting, closed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiting, closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
             waiting.cancel()
-            if closed.done():
+            if closed.done() or revoked.is_set():
                 return
             frame = page.take()
             if frame is not None:
@@ -385,6 +412,7 @@ async def _pump(websocket: WebSocket, page: Conflation, frame_interval: float) -
             # conflated into the next frame.
             await asyncio.sleep(frame_interval)
     finally:
+        stopped.cancel()
         closed.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
             await closed

@@ -108,6 +108,7 @@ class MarketDataStream:
     ) -> None:
         self.nc = nc
         self.auth = auth
+        auth.on_revoked(self._key_revoked)
         self.limiter = limiter
         self.config = config or MarketDataConfig()
         self.feeds = {feed.path: feed for feed in mdwire.FEEDS}
@@ -187,6 +188,11 @@ class MarketDataStream:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _key_revoked(self, key_id: str) -> None:
+        for connection in list(self._connections):
+            if connection.principal is not None and connection.principal.key_id == key_id:
+                connection.fail(402, "API key revoked")
 
     async def authenticate(self, connection: MdConnection, key: str, secret: str) -> Refusal | None:
         """Check a client's key; on success it is the connection's. A refusal otherwise."""

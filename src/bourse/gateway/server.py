@@ -198,10 +198,10 @@ class Gateway:
         )
         api = create_app(self.context)
         register_stream(api, self.context, self.trade_updates)
-        context = self.context
+        auth = self.context.auth
 
         async def on_key_revoked(msg: Msg) -> None:  # by an admin, on any gateway
-            context.key_revoked(msg.data.decode(errors="replace"))
+            auth.revoked(msg.data.decode(errors="replace"))
 
         self._revocations = await self._nc.subscribe(subjects.API_KEY_REVOKED, cb=on_key_revoked)
         api.add_middleware(HttpMetrics, stats=self.ops.http)

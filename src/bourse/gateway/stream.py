@@ -905,7 +905,7 @@ def register_stream(
             if session.principal is not None and session.principal.key_id == key_id:
                 session.outbox.end(POLICY_VIOLATION, "API key revoked")
 
-    ctx.on_key_revoked.append(key_revoked)
+    ctx.auth.on_revoked(key_revoked)
 
     @app.websocket("/stream")
     async def stream(websocket: WebSocket) -> None:
