@@ -74,12 +74,14 @@ def test_cluster_up_serves_r3_streams_and_stops_cleanly(
     assert "already serves" in second.stderr
 
     # The whole platform runs against the cluster: `bourse up` in the same home joins it.
-    platform = subprocess.Popen(
-        [BOURSE, "up", "--rate", "500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # Output to a file, not a pipe nobody reads (a full pipe would stall the platform).
+    with (tmp_path / "up.out").open("w") as out:
+        platform = subprocess.Popen(
+            [BOURSE, "up", "--rate", "500"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         wait_for(lambda: (home / "runtime.json").exists() or platform.poll() is not None, "up")
-        assert platform.poll() is None
+        assert platform.poll() is None, (tmp_path / "up.out").read_text()
         joined = json.loads((home / "runtime.json").read_text())
         assert joined["nats_url"] == runtime["nats_url"] and joined["cluster"] is True
         assert children_of(platform.pid) == [], "no embedded server when joining a cluster"

@@ -20,17 +20,21 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def platform(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [BOURSE, "up", "--rate", "2000"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def platform(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    # Output to a file, not a pipe nobody reads: once the pipe's 64 KiB filled (a loaded
+    # machine logs more), the platform blocked on its next log line and stopped serving.
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [BOURSE, "up", "--rate", "2000"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     runtime = Path(env["BOURSE_HOME"]) / "runtime.json"
     wait_for(lambda: runtime.exists() or process.poll() is not None, "runtime.json")
-    assert process.poll() is None, process.stdout.read() if process.stdout else ""
+    assert process.poll() is None, log.read_text()
     yield process
     if process.poll() is None:
         process.kill()

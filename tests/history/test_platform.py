@@ -21,17 +21,15 @@ from tests.cli.helpers import BOURSE, bourse, isolated_env, wait_for
 
 def test_up_records_history_and_serves_it(tmp_path: Path) -> None:
     env = isolated_env(tmp_path / "home")
-    process = subprocess.Popen(
-        [BOURSE, "up", "--rate", "1000"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "up.log"  # a file, not a pipe nobody reads (a full one stalls `up`)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [BOURSE, "up", "--rate", "1000"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         runtime_path = Path(env["BOURSE_HOME"]) / "runtime.json"
         wait_for(lambda: runtime_path.exists() or process.poll() is not None, "runtime.json")
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert process.poll() is None, log.read_text()
         runtime = json.loads(runtime_path.read_text())
         url, key, secret = runtime["http_url"], runtime["api_key_id"], runtime["api_secret_key"]
         headers = {"APCA-API-KEY-ID": key, "APCA-API-SECRET-KEY": secret}
