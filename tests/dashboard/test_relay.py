@@ -195,3 +195,38 @@ async def test_demo_keys_are_not_offered_without_credentials(exchange: ExchangeS
     assert page.status_code == 200 and "<title>Bourse</title>" in page.text
     script = await exchange.client().get("/dashboard/static/js/main.js")
     assert script.status_code == 200
+
+
+async def test_a_page_that_joins_gets_the_bourse_quote_without_waiting_for_a_change(
+    exchange: ExchangeStack,
+) -> None:
+    """The venues table has a row for the bourse venue at once: its top of book is asked of
+    the engine on joining (the makers may not re-quote for minutes)."""
+    await exchange.reference("AAPL", "190.00")
+    alice = await exchange.trader(shorting=True)
+    for side, price in (("buy", "189.50"), ("sell", "190.50")):
+        order = {"symbol": "AAPL", "qty": "3", "side": side, "type": "limit"}
+        order |= {"limit_price": price, "time_in_force": "gtc"}
+        placed = await alice.http.post("/v2/orders", json=order)
+        assert placed.status_code == 200 and placed.json()["status"] == "new", placed.text
+    reply = await exchange.nc.request(subjects.engine_quote("AAPL"), b"", timeout=5)
+    top = marketdata.decode(reply.data)
+    assert isinstance(top, marketdata.Quote)
+    assert (top.venue, top.bid, top.ask) == ("bourse", Decimal("189.50"), Decimal("190.50"))
+    one_sided = await exchange.nc.request(subjects.engine_quote("MSFT"), b"", timeout=5)
+    assert b"no two-sided book for 'MSFT'" in one_sided.data
+
+    url = exchange.url.replace("http://", "ws://") + "/dashboard/ws"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"action": "auth", "key": alice.key_id, "secret": alice.secret}))
+        assert json.loads(await ws.recv()) == {"type": "authorized"}
+        quotes: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while not quotes:  # other data may come first; a missing quote times out
+            frame = json.loads(await ws_recv(ws, deadline - time.monotonic()))
+            quotes = [
+                i
+                for i in frame["items"]
+                if i["type"] == "quote" and i["venue"] == "bourse" and i["symbol"] == "AAPL"
+            ]
+        assert [(q["bid"], q["ask"], q["seq"]) for q in quotes] == [("189.50", "190.50", top.seq)]

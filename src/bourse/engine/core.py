@@ -306,6 +306,14 @@ class MatchingEngine:
             return None
         return self._depth(symbol, scale, ts, self._md_seq)
 
+    def quote_now(self, symbol: str, ts: int) -> marketdata.Quote | None:
+        """The top of the book as it is now, with the venue's latest `seq` (as `depth_now`);
+        None for no such symbol or a one-sided book."""
+        scale = self._scales.get(symbol)
+        if scale is None:
+            return None
+        return self._quote(symbol, scale, ts, self._md_seq)
+
     def _depth(self, symbol: str, scale: _Scale, ts: int, seq: int) -> marketdata.Depth:
         book = self._books[symbol]
         return marketdata.Depth(
@@ -318,34 +326,35 @@ class MatchingEngine:
         )
 
     def _market_data(self, symbol: str, scale: _Scale, ts: int) -> list[Output]:
-        book = self._books[symbol]
         self._md_seq += 1
         out: list[Output] = [
             (subjects.market_data(VENUE, symbol), self._depth(symbol, scale, ts, self._md_seq))
         ]
-        bid, ask = book.best(Side.BUY), book.best(Side.SELL)
-        if bid is not None and ask is not None:
-            last_price, last_size = self._last.get(symbol, ((bid[0] + ask[0]) // 2, 0))
+        quote = self._quote(symbol, scale, ts, self._md_seq + 1)
+        if quote is not None:
             self._md_seq += 1
-            out.append(
-                (
-                    subjects.market_data(VENUE, symbol),
-                    marketdata.Quote(
-                        symbol=symbol,
-                        venue=VENUE,
-                        bid=scale.price(bid[0]),
-                        ask=scale.price(ask[0]),
-                        bid_size=scale.qty(bid[1]),
-                        ask_size=scale.qty(ask[1]),
-                        last=scale.price(last_price),
-                        last_size=scale.qty(last_size),
-                        volume=scale.qty(self._volume.get(symbol, 0)),
-                        ts=ts,
-                        seq=self._md_seq,
-                    ),
-                )
-            )
+            out.append((subjects.market_data(VENUE, symbol), quote))
         return out
+
+    def _quote(self, symbol: str, scale: _Scale, ts: int, seq: int) -> marketdata.Quote | None:
+        book = self._books[symbol]
+        bid, ask = book.best(Side.BUY), book.best(Side.SELL)
+        if bid is None or ask is None:
+            return None
+        last_price, last_size = self._last.get(symbol, ((bid[0] + ask[0]) // 2, 0))
+        return marketdata.Quote(
+            symbol=symbol,
+            venue=VENUE,
+            bid=scale.price(bid[0]),
+            ask=scale.price(ask[0]),
+            bid_size=scale.qty(bid[1]),
+            ask_size=scale.qty(ask[1]),
+            last=scale.price(last_price),
+            last_size=scale.qty(last_size),
+            volume=scale.qty(self._volume.get(symbol, 0)),
+            ts=ts,
+            seq=seq,
+        )
 
 
 def _rejected(ts: int, order_id: str, account_id: str, symbol: str) -> Output:

@@ -116,17 +116,29 @@ async def serve_depth_queries(nc: NATS, service: FoldService[EngineInput]) -> Su
     """Answer `engine.depth.<symbol>` with the book's top levels as the fold has them now (the
     core is asked per request: a restored snapshot replaces it). A client that joins gets the
     book at once instead of at its next change, which on a quiet book may be minutes away;
-    the answer's `seq` orders it among the published ones."""
+    the answer's `seq` orders it among the published ones. `engine.quote.<symbol>` likewise
+    answers with the top of the book (a `Quote`; an error while the book is one-sided)."""
     prefix = subjects.engine_depth("")
+    quote_prefix = subjects.engine_quote("")
 
     async def on_request(msg: Msg) -> None:
-        symbol = msg.subject[len(prefix) :]
         fold = service.core
         assert isinstance(fold, EngineFold)
-        depth = fold.engine.depth_now(symbol, time.time_ns())
-        if depth is None:
-            await msg.respond(msgspec.json.encode(_DepthError(message=f"no book for {symbol!r}")))
+        now = time.time_ns()
+        answer: marketdata.Depth | marketdata.Quote | None
+        if msg.subject.startswith(quote_prefix):  # engine.quote.<symbol>: its top of book
+            symbol = msg.subject[len(quote_prefix) :]
+            answer = fold.engine.quote_now(symbol, now)
+            missing = f"no two-sided book for {symbol!r}"
+        elif msg.subject.startswith(prefix):
+            symbol = msg.subject[len(prefix) :]
+            answer = fold.engine.depth_now(symbol, now)
+            missing = f"no book for {symbol!r}"
         else:
-            await msg.respond(marketdata.encode(depth))
+            return  # not a question this answers
+        if answer is None:
+            await msg.respond(msgspec.json.encode(_DepthError(message=missing)))
+        else:
+            await msg.respond(marketdata.encode(answer))
 
-    return await nc.subscribe(subjects.engine_depth("*"), queue=NAME, cb=on_request)
+    return await nc.subscribe("engine.*.*", queue=NAME, cb=on_request)

@@ -93,11 +93,15 @@ class Authenticator:
             self._cache.popitem(last=False)
         return principal
 
+    def forget(self, key_id: str) -> None:
+        """Drop the key's cached check, as its expiry would: the next request checks again."""
+        self._cache.pop(key_id, None)
+
     def revoked(self, key_id: str) -> None:
         """The key was revoked: refuse it from now on, checks in flight included, and tell
         the listeners (the WebSocket endpoints close its connections)."""
         self._revocations[key_id] = self._revocations.get(key_id, 0) + 1
-        self._cache.pop(key_id, None)
+        self.forget(key_id)
         for checking in [c for c in self._checking if c[0] == key_id]:
             del self._checking[checking]  # a request from now on checks afresh
         for listener in self._revoked_listeners:

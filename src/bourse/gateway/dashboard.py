@@ -125,8 +125,9 @@ class Conflation:
 
 class MarketRelay:
     """Pages join and leave; while any is here, `md.>` and arbitrage events go to each. A page
-    that joins first gets the bourse venue's book for each of `books` from the engine
-    (`engine.depth.<symbol>`): a quiet book may not change for minutes."""
+    that joins first gets the bourse venue's book and top of book for each of `books` from
+    the engine (`engine.depth.<symbol>`, `engine.quote.<symbol>`): a quiet book may not
+    change for minutes."""
 
     def __init__(
         self,
@@ -175,7 +176,19 @@ class MarketRelay:
                 subject = subjects.market_data(VENUE, symbol)
                 page.offer_if_newer_absent(subject, "depth", reply.data)
 
-        await asyncio.gather(*(book(symbol) for symbol in self._books))
+        async def top(symbol: str) -> None:  # the venue's row among the symbol's venues
+            try:
+                reply = await self._nc.request(
+                    subjects.engine_quote(symbol), b"", timeout=self._book_timeout
+                )
+            except Exception as error:
+                log.debug("no quote of %s for a new page: %r", symbol, error)
+                return
+            if kind_of(reply.data) == "quote" and page in self._pages:
+                subject = subjects.market_data(VENUE, symbol)
+                page.offer_if_newer_absent(subject, "quote", reply.data)
+
+        await asyncio.gather(*(task(symbol) for symbol in self._books for task in (book, top)))
 
     async def leave(self, page: Conflation) -> None:
         async with self._lock:

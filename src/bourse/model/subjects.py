@@ -144,6 +144,12 @@ def engine_depth(symbol: str) -> str:
     return f"engine.depth.{symbol}"
 
 
+def engine_quote(symbol: str) -> str:
+    """Request/reply: the bourse venue's top of book for `symbol` as it is now (a `Quote`),
+    as `engine_depth` answers with its book."""
+    return f"engine.quote.{symbol}"
+
+
 def account_ledger(account_id: str) -> str:
     """Request/reply: the accounts service answers with the account's ledger as it is now."""
     return f"{ACCOUNTS_ROOT}.ledger.{account_id}"
