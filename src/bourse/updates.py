@@ -129,6 +129,18 @@ _DATA: Final[dict[str, msgspec.json.Decoder[TradeUpdate | AlertFired | RiskAlert
 }
 
 
+def _closed_cleanly(ws: ClientConnection) -> str:
+    """Why the server ended a connection that closed without an error."""
+    if ws.close_reason:
+        return f"closed by the server: {ws.close_reason}"
+    return "the server closed the connection"
+
+
+def _closed_by(error: websockets.ConnectionClosed) -> str:
+    """Why a connection closed with an error: the server's reason, else the error."""
+    return error.rcvd.reason if error.rcvd and error.rcvd.reason else str(error)
+
+
 def stream_url(api_url: str) -> str:
     """The `/stream` WebSocket of an http(s) API URL."""
     scheme, rest = api_url.rstrip("/").split("://", 1)
@@ -202,13 +214,9 @@ async def updates(
                     decoder = _DATA.get(frame.stream)
                     if decoder is not None:
                         yield decoder.decode(frame.data)
-                problem = (
-                    f"closed by the server: {ws.close_reason}"
-                    if ws.close_reason
-                    else "the server closed the connection"
-                )
+                problem = _closed_cleanly(ws)
             except websockets.ConnectionClosed as e:
-                problem = e.rcvd.reason if e.rcvd and e.rcvd.reason else str(e)
+                problem = _closed_by(e)
             except (OSError, msgspec.DecodeError) as e:
                 problem = str(e) or type(e).__name__
             finally:
@@ -341,7 +349,7 @@ class OrderSession:
         return answer.order
 
     async def _read(self) -> None:
-        problem = "the server closed the connection"
+        problem = "the connection ended"
         try:
             async for raw in self._ws:
                 frame = _frame.decode(raw)
@@ -352,10 +360,9 @@ class OrderSession:
                         waiting.set_result(answer)
                 elif (decoder := _DATA.get(frame.stream)) is not None:
                     self._updates.put_nowait(decoder.decode(frame.data))
-            if self._ws.close_reason:
-                problem = f"closed by the server: {self._ws.close_reason}"
+            problem = _closed_cleanly(self._ws)
         except websockets.ConnectionClosed as e:
-            problem = e.rcvd.reason if e.rcvd and e.rcvd.reason else str(e)
+            problem = _closed_by(e)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             problem = f"the server sent a frame that is not Bourse's protocol: {e}"
             await self._ws.close()

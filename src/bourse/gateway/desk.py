@@ -229,6 +229,14 @@ class OrderDesk:
         """Let `waiter` also collect the positions the read model applies for the account."""
         self._position_waiters.setdefault(account_id, []).append(waiter)
 
+    def _unwatch_positions(self, account_id: str, waiter: _Waiter) -> None:
+        _forget(self._position_waiters, account_id, waiter)
+
+    async def _positions_of(self, waiter: _Waiter, account_id: str) -> None:
+        """Until the read model holds the position after each of the account's fills that
+        `waiter` has seen (bounded): they travel on POSITIONS, apart from ORDERS."""
+        await waiter.until(lambda _: waiter.positions_applied(account_id), self._engine_timeout)
+
     # ---- reads ----
 
     async def read(self, query: Callable[..., _T], *args: object, **kwargs: object) -> _T:
@@ -370,12 +378,10 @@ class OrderDesk:
                 if self._sync is not None:
                     # Read your writes: the positions its fills made are in the read model
                     # before the answer says filled (they travel on POSITIONS, apart).
-                    await waiter.until(
-                        lambda _: waiter.positions_applied(account_id), self._engine_timeout
-                    )
+                    await self._positions_of(waiter, account_id)
         finally:
             self._unwatch(order_id, waiter)
-            _forget(self._position_waiters, account_id, waiter)
+            self._unwatch_positions(account_id, waiter)
         found = await self.read(queries.get_order, account_id, order_id)
         if found is None:  # the read model is behind: the order is journaled all the same
             return _pending(event, instrument)
@@ -481,12 +487,10 @@ class OrderDesk:
                 # order, the answer shows its fills and their positions.
                 with contextlib.suppress(TimeoutError):
                     await self._sync(self._engine_timeout)
-                await waiter.until(
-                    lambda _: waiter.positions_applied(account_id), self._engine_timeout
-                )
+                await self._positions_of(waiter, account_id)
         finally:
             self._unwatch(new_order_id, waiter)
-            _forget(self._position_waiters, account_id, waiter)
+            self._unwatch_positions(account_id, waiter)
             self._unwatch(order_id, old)
         found = await self.read(queries.get_order, account_id, new_order_id)
         if found is None:
